@@ -1,0 +1,22 @@
+"""A plain triangle mesh, the hand-off between representations and export. No torch needed."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class Mesh:
+    """Triangle mesh in world units (Y-up)."""
+
+    vertices: np.ndarray
+    """[V, 3] float32 positions."""
+    faces: np.ndarray
+    """[F, 3] int64 vertex indices, counter-clockwise seen from outside."""
+    colors: np.ndarray | None = None
+    """[V, 3] float32 per-vertex albedo in [0, 1], or None."""
+
+    @property
+    def is_empty(self) -> bool:
+        return len(self.faces) == 0
