@@ -1,0 +1,43 @@
+"""Checkpoints in safetensors (no pickle), written atomically."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .rundir import atomic_write_text
+
+
+def save_checkpoint(folder: Path, representation, distill, step: int, config_toml: str) -> None:
+    """Write folder/{scene.safetensors, distillation.safetensors, meta.json, config.toml} atomically as a whole:
+    into a sibling temp folder first, then swapped in."""
+    folder = Path(folder)
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file(_cpu(representation.state_tensors()), str(tmp / "scene.safetensors"))
+    save_file(_cpu(distill.state_tensors()) or {"_empty": torch.zeros(1)}, str(tmp / "distillation.safetensors"))
+    atomic_write_text(tmp / "config.toml", config_toml)
+    atomic_write_text(tmp / "meta.json", json.dumps({"step": step}) + "\n")
+    old = folder.with_name(folder.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if folder.exists():
+        folder.rename(old)
+    tmp.rename(folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def load_scene_state(folder: Path) -> dict[str, torch.Tensor]:
+    """The representation's tensors from a checkpoint folder."""
+    return load_file(str(Path(folder) / "scene.safetensors"))
+
+
+def load_meta(folder: Path) -> dict:
+    return json.loads((Path(folder) / "meta.json").read_text())
+
+
+def _cpu(state: dict) -> dict:
+    return {k: v.detach().to("cpu").contiguous() for k, v in state.items()}

@@ -1,0 +1,129 @@
+"""The `studio` command. Importing this module (and `studio --help`) does not import torch.
+
+Exit codes: 0 success, 1 a run failed, 2 bad input (one line on stderr, nothing written), 130 interrupted.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .errors import UserError
+
+DEFAULT_OUT = "out"
+
+
+def add_job_flags(p: argparse.ArgumentParser) -> None:
+    """Flags shared by `generate` (and mirrored by batch job keys)."""
+    p.add_argument("--representation", help="scene representation (e.g. nerf)")
+    p.add_argument("--distillation", help="distillation loss (e.g. sds)")
+    p.add_argument("--steps", type=int, help="optimisation steps")
+    p.add_argument("--seed", type=int, help="random seed")
+    p.add_argument("--model", help="diffusers folder or hub id (default: the embedded model)")
+    p.add_argument("--preset", help="preset name from assets/presets")
+    p.add_argument("--config", type=Path, help="a config.toml (e.g. from an earlier run) to start from")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config key, value as a TOML literal (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="studio", description="Text-to-3D studio: a prompt in, a 3D asset out.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    g = sub.add_parser("generate", help="generate one asset from a prompt")
+    g.add_argument("prompt", nargs="?", help="what to generate, e.g. \"a red cube\" (optional with --config)")
+    add_job_flags(g)
+    g.add_argument("--out", default=DEFAULT_OUT, help="folder for run directories (default: out)")
+
+    b = sub.add_parser("batch", help="generate every job of a prompt file (text: one prompt a line; or TOML [[job]])")
+    b.add_argument("file", type=Path)
+    b.add_argument("--out", default=DEFAULT_OUT, help="folder for run directories and manifest.json")
+
+    e = sub.add_parser("export", help="write a finished run's mesh in another format")
+    e.add_argument("run_dir", type=Path)
+    e.add_argument("--format", required=True, choices=["glb", "obj", "ply"])
+    e.add_argument("--out", type=Path, help="file to write (default: RUN_DIR/asset.<format>)")
+    e.add_argument("--resolution", type=int, default=None, help="mesh extraction grid (default: the run's)")
+    return parser
+
+
+def job_layers(args: dict) -> tuple[list[dict], list[str]]:
+    """Config layers and --set overrides from generate flags / a batch job's keys."""
+    from .config import preset_layer, read_toml
+
+    layers: list[dict] = []
+    if args.get("preset"):
+        layers.append(preset_layer(args["preset"]))
+    if args.get("config"):
+        layers.append(read_toml(args["config"]))
+    flags: dict = {}
+    if args.get("prompt") is not None:
+        flags["prompt"] = args["prompt"]
+    for key in ("steps", "seed"):
+        if args.get(key) is not None:
+            flags[key] = args[key]
+    if args.get("representation"):
+        flags["representation"] = {"kind": args["representation"]}
+    if args.get("distillation"):
+        flags["distillation"] = {"kind": args["distillation"]}
+    if args.get("model"):
+        flags["guidance"] = {"model": args["model"]}
+    layers.append(flags)
+    return layers, list(args.get("overrides") or [])
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from .config import build_config
+    from .progress import run_with_progress
+
+    layers, overrides = job_layers(vars(args))
+    cfg = build_config(layers, overrides)
+    finished = run_with_progress(cfg, args.out)
+    for kind in ("glb", "obj", "ply", "turntable"):
+        if kind in finished.assets:
+            print(f"{kind}: {finished.assets[kind]}")
+    print(finished.run_dir)
+    return 0
+
+
+def cmd_batch(args: argparse.Namespace) -> int:
+    from .batch import run_batch
+
+    return run_batch(args.file, Path(args.out))
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .reexport import export_run
+
+    path = export_run(args.run_dir, args.format, args.out, args.resolution)
+    print(path)
+    return 0
+
+
+COMMANDS = {"generate": cmd_generate, "batch": cmd_batch, "export": cmd_export}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # user errors become one line; bugs keep their traceback
+        if is_user_error(e):
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        raise
+
+
+def is_user_error(e: BaseException) -> bool:
+    """UserError, or a guidance loading error (a ValueError raised for a bad --model)."""
+    if isinstance(e, UserError):
+        return True
+    mod = sys.modules.get("distillation.guidance")
+    return mod is not None and isinstance(e, getattr(mod, "GuidanceLoadError", ()))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,232 @@
+"""RunConfig: the whole job as nested dataclasses, round-tripping to TOML.
+
+Layers, later wins: dataclass defaults < preset (assets/presets/NAME.toml) < --config FILE < CLI flags
+< --set key=value. Every run writes its full config.toml; `studio generate --config` on it reproduces it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+import distillation
+import representations
+from distillation.base import DistillationConfig
+from distillation.pgc import PGCConfig
+from representations.base import RepresentationConfig
+from representations.shading import SHADING_MODES
+
+from . import paths
+from .errors import ConfigError
+from .sampling import CameraConfig
+from .tomlcodec import from_dict, merge, parse_assignment, set_path, to_dict
+
+POLYMORPHIC = ("representation", "distillation")
+
+
+@dataclass
+class ShadingConfig:
+    """How training views are lit. The embedded model was trained on Lambertian renders."""
+
+    textureless_prob: float = 0.0
+    """Probability of a 'textureless' (white albedo, lit) view after warm-up; helps geometry with real SD."""
+    albedo_prob: float = 0.0
+    """Probability of an unlit 'albedo' view after warm-up."""
+    warmup_steps: int = 0
+    """Steps at the start that always use albedo shading (DreamFusion uses this with real SD)."""
+    ambient: float = 0.35
+    """Ambient light term."""
+    diffuse: float = 0.65
+    """Diffuse light term."""
+    light_spread_deg: float = 45.0
+    """Random lights lie within this angle of the camera direction."""
+
+
+@dataclass
+class GuidanceConfig:
+    """The frozen diffusion model."""
+
+    model: str = ""
+    """Local diffusers folder or hub id; empty = the embedded model shipped in assets/models."""
+    device: str = "auto"
+    """'auto' (CUDA if present, else CPU), 'cpu' or 'cuda'."""
+    dtype: str = "auto"
+    """'auto' (fp32 on CPU, fp16 on CUDA), 'float32', 'float16' or 'bfloat16'."""
+
+
+@dataclass
+class LogConfig:
+    """What the run records while it goes."""
+
+    log_every: int = 10
+    """Write a log.jsonl line every N steps (and the last step)."""
+    preview_every: int = 50
+    """Render a preview grid every N steps (0 = never, except the final one)."""
+    preview_views: int = 4
+    """Views in the preview grid, evenly spaced around the object."""
+    checkpoint_every: int = 0
+    """Save a checkpoint every N steps (0 = only at the end)."""
+
+
+@dataclass
+class ExportConfig:
+    """What a finished run writes."""
+
+    formats: list[str] = field(default_factory=lambda: ["glb", "obj", "ply"])
+    """Mesh formats written at the end (glb, obj, ply)."""
+    mesh_resolution: int = 128
+    """Grid resolution for mesh extraction."""
+    turntable_frames: int = 24
+    """Frames of the turntable GIF (0 = none)."""
+    turntable_size: int = 128
+    """Turntable frame size in pixels."""
+
+
+@dataclass
+class RunConfig:
+    """One generation job."""
+
+    prompt: str = ""
+    """What to generate, e.g. 'a red cube'."""
+    negative_prompt: str = ""
+    """Used as the unconditional prompt of classifier-free guidance."""
+    seed: int = 0
+    """Seed of every random choice in the run."""
+    steps: int = 600
+    """Optimisation steps."""
+    view_dependent_prompt: bool = True
+    """Append ', front view' / ', side view' / ... by camera azimuth (studio/sampling.py)."""
+    representation: RepresentationConfig = field(default_factory=lambda: representation_config("nerf"))
+    """The 3D representation; `kind` picks it from representations.REGISTRY."""
+    distillation: DistillationConfig = field(default_factory=lambda: distillation_config("sds"))
+    """The distillation loss; `kind` picks it from distillation.REGISTRY."""
+    pgc: PGCConfig = field(default_factory=PGCConfig)
+    """Pixel-wise gradient clipping on the rendered image."""
+    camera: CameraConfig = field(default_factory=CameraConfig)
+    """Training camera distribution and render size."""
+    shading: ShadingConfig = field(default_factory=ShadingConfig)
+    """Lighting of the training views."""
+    guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
+    """The diffusion model."""
+    log: LogConfig = field(default_factory=LogConfig)
+    """Logging, previews, checkpoints."""
+    export: ExportConfig = field(default_factory=ExportConfig)
+    """Mesh and turntable export."""
+
+    def validate(self) -> "RunConfig":
+        """Raise ConfigError for values that are well-typed but unusable."""
+        if not self.prompt.strip():
+            raise ConfigError("the prompt is empty; give one, e.g. studio generate \"a red cube\"")
+        if self.steps <= 0:
+            raise ConfigError(f"steps must be positive, got {self.steps}")
+        if self.camera.resolution < 8 or self.camera.batch_size < 1:
+            raise ConfigError("camera.resolution must be >= 8 and camera.batch_size >= 1")
+        for fmt in self.export.formats:
+            if fmt not in ("glb", "obj", "ply"):
+                raise ConfigError(f"unknown export format {fmt!r}; valid: glb, obj, ply")
+        if self.shading.textureless_prob + self.shading.albedo_prob > 1:
+            raise ConfigError("shading.textureless_prob + shading.albedo_prob must be <= 1")
+        return self
+
+
+def representation_config(kind: str) -> RepresentationConfig:
+    """Default config of representation `kind`."""
+    return _resolve("representation", kind)()
+
+
+def distillation_config(kind: str) -> DistillationConfig:
+    """Default config of distillation `kind`."""
+    return _resolve("distillation", kind)()
+
+
+def _resolve(section: str, kind: str) -> type:
+    registry = {"representation": representations, "distillation": distillation}[section.split(".")[0]]
+    try:
+        return registry.get(kind).Config
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+def read_toml(path: Path) -> dict:
+    """Parse a TOML file; ConfigError with the file name on any problem."""
+    try:
+        return tomllib.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"cannot read config file {path}: {e}") from None
+
+
+def preset_layer(name: str) -> dict:
+    """The override dict of preset `name`."""
+    path = paths.PRESETS / f"{name}.toml"
+    if not path.exists():
+        raise ConfigError(f"unknown preset {name!r}; valid: {', '.join(paths.preset_names()) or '(none)'}")
+    return read_toml(path)
+
+
+def build_config(layers: list[dict], overrides: list[str] = ()) -> RunConfig:
+    """Merge sparse layers (lowest first) and `--set` overrides into a validated RunConfig."""
+    tree: dict[str, Any] = {}
+    for layer in layers:
+        tree = merge(tree, layer, POLYMORPHIC)
+    set_layer: dict[str, Any] = {}
+    for item in overrides:
+        keys, value = parse_assignment(item)
+        set_path(set_layer, keys, value)
+    tree = merge(tree, set_layer, POLYMORPHIC)
+    return from_dict(RunConfig, tree, _resolve).validate()
+
+
+def config_to_toml(cfg: RunConfig) -> str:
+    """The full config as TOML text."""
+    return tomli_w.dumps(to_dict(cfg))
+
+
+def config_from_toml(text: str) -> RunConfig:
+    """Inverse of config_to_toml (validated)."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"invalid TOML: {e}") from None
+    return from_dict(RunConfig, data, _resolve).validate()
+
+
+def field_reference(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(key, default, docstring) for every leaf field: the generated reference in docs/config.md."""
+    import ast
+    import inspect
+    import textwrap
+
+    docs = _field_docs(cls, ast, inspect, textwrap)
+    rows = []
+    inst = cls()
+    for f in dataclasses.fields(cls):
+        value = getattr(inst, f.name)
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value) and not hasattr(type(value), "const"):
+            rows.append((key, f"[{type(value).__name__}]", docs.get(f.name, "")))
+            rows.extend(field_reference(type(value), key + "."))
+        else:
+            rows.append((key, repr(to_dict(value)), docs.get(f.name, "")))
+    return rows
+
+
+def _field_docs(cls, ast, inspect, textwrap) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError):
+            continue
+        body = tree.body[0].body
+        for a, b in zip(body, body[1:]):
+            if isinstance(a, ast.AnnAssign) and isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant):
+                out[a.target.id] = " ".join(str(b.value.value).split())
+    return out

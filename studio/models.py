@@ -1,0 +1,48 @@
+"""Choosing and loading the guidance model: --model, the embedded model, or (tests) a tiny random one."""
+from __future__ import annotations
+
+import torch
+
+from . import paths
+from .config import GuidanceConfig
+
+RANDOM_MODEL = "tiny-random"
+"""Special --model value: a small random model (tests and smoke runs; results are meaningless)."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> CUDA if available, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """'auto' -> fp16 on CUDA, fp32 on CPU."""
+    if name == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[name]
+
+
+def load_guidance(cfg: GuidanceConfig):
+    """(Guidance, note). The note says which model is used, with a plain warning for a random one."""
+    from distillation.guidance import Guidance
+    from distillation.tiny import tiny_guidance
+
+    device = resolve_device(cfg.device)
+    dtype = resolve_dtype(cfg.dtype, device)
+    name = cfg.model
+    if name == RANDOM_MODEL:
+        return tiny_guidance("sd").to_device(device), (
+            "WARNING: using a small RANDOM diffusion model: the asset will not resemble the prompt."
+        )
+    if not name:
+        if (paths.EMBEDDED_MODEL / "model_index.json").exists():
+            return Guidance.from_pretrained(str(paths.EMBEDDED_MODEL), device=device, dtype=dtype), (
+                f"model: the embedded primitives model ({paths.EMBEDDED_MODEL.name})"
+            )
+        return tiny_guidance("sd").to_device(device), (
+            "WARNING: the embedded model is not installed yet; using a small RANDOM diffusion model: "
+            "the asset will not resemble the prompt. Pass --model PATH_OR_HUB_ID for a real one."
+        )
+    return Guidance.from_pretrained(name, device=device, dtype=dtype), f"model: {name}"
