@@ -44,10 +44,11 @@ def sphere_trace(
         done = s < eps
         t_a = t_a + step_scale * s.clamp(min=0)
         hit[idx[done]] = True
-        t[idx] = t_a
+        t[idx[done]] = t_a[done]
         keep = (~done & (t_a < far_a)).nonzero().squeeze(1)
         if keep.numel() < idx.numel():
             idx, o_a, d_a, t_a, far_a = idx[keep], o_a[keep], d_a[keep], t_a[keep], far_a[keep]
+    t[idx] = t_a
     return hit, t
 
 

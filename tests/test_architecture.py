@@ -1,0 +1,62 @@
+"""The import direction of design.md, enforced:
+ui -> studio -> {representations, distillation} -> torch; representations and distillation never
+import each other; nothing imports ui; `studio --help` does not import torch."""
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FORBIDDEN = {
+    "representations": {"distillation", "studio", "ui"},
+    "distillation": {"representations", "studio", "ui"},
+    "studio": {"ui"},
+}
+
+
+def imported_top_levels(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN))
+def test_import_direction(package):
+    offenders = []
+    for path in sorted((ROOT / package).rglob("*.py")):
+        bad = imported_top_levels(path) & FORBIDDEN[package]
+        if bad:
+            offenders.append(f"{path.relative_to(ROOT)} imports {sorted(bad)}")
+    assert not offenders, offenders
+
+
+def test_detector_sees_a_forbidden_import(tmp_path):
+    f = tmp_path / "x.py"
+    f.write_text("import os\nfrom distillation.sds import SDS\n")
+    assert "distillation" in imported_top_levels(f)
+
+
+def test_help_does_not_import_torch():
+    code = (
+        "import sys\n"
+        "from studio.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "try:\n    main(['generate', '--help'])\nexcept SystemExit:\n    pass\n"
+        "print('TORCH' if 'torch' in sys.modules else 'CLEAN')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "CLEAN"
+
+
+@pytest.mark.parametrize("package", ["representations", "distillation", "studio"])
+def test_package_import_has_no_torch(package):
+    code = f"import sys, {package}; print('TORCH' if 'torch' in sys.modules else 'CLEAN')"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip() == "CLEAN"

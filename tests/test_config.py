@@ -1,0 +1,83 @@
+"""RunConfig: typed TOML round trip, layers, --set overrides and their errors."""
+import pytest
+
+from studio.config import (
+    RunConfig, build_config, config_from_toml, config_to_toml, field_reference, representation_config,
+)
+from studio.errors import ConfigError
+from distillation.schedule import Ramp
+
+
+def test_defaults_round_trip_through_toml():
+    cfg = build_config([{"prompt": "a red cube"}])
+    again = config_from_toml(config_to_toml(cfg))
+    assert again == cfg
+
+
+def test_nondefault_values_round_trip():
+    cfg = build_config([{"prompt": "a mug"}], ["steps=17", "camera.resolution=32", "pgc.threshold=0.05",
+                                               "distillation.t_max={start=0.9, end=0.3, from_step=2, to_step=9}"])
+    again = config_from_toml(config_to_toml(cfg))
+    assert again.steps == 17 and again.camera.resolution == 32 and again.pgc.threshold == 0.05
+    assert again.distillation.t_max == Ramp(0.9, 0.3, 2, 9)
+    assert again == cfg
+
+
+def test_set_parses_toml_literals_and_bare_strings():
+    cfg = build_config([{"prompt": "x"}], ["camera.radius=[2.0, 2.5]", "negative_prompt=blurry", "pgc.enabled=false"])
+    assert cfg.camera.radius == (2.0, 2.5)
+    assert cfg.negative_prompt == "blurry"
+    assert cfg.pgc.enabled is False
+
+
+def test_ramp_accepts_a_plain_number():
+    cfg = build_config([{"prompt": "x"}], ["distillation.t_max=0.7"])
+    assert cfg.distillation.t_max.at(0, 10) == pytest.approx(0.7)
+    assert cfg.distillation.t_max.at(9, 10) == pytest.approx(0.7)
+
+
+def test_unknown_key_lists_valid_keys():
+    with pytest.raises(ConfigError) as e:
+        build_config([{"prompt": "x"}], ["camera.resolutoin=32"])
+    msg = str(e.value)
+    assert "camera.resolutoin" in msg and "resolution" in msg and "batch_size" in msg
+
+
+def test_wrong_type_is_an_error():
+    with pytest.raises(ConfigError, match="steps must be an integer"):
+        build_config([{"prompt": "x"}], ["steps=ten"])
+    with pytest.raises(ConfigError, match="must be a number"):
+        build_config([{"prompt": "x"}], ["pgc.threshold=true"])
+
+
+@pytest.mark.parametrize("layer, message", [
+    ({"prompt": "  "}, "prompt is empty"),
+    ({"prompt": "x", "steps": 0}, "steps must be positive"),
+    ({"prompt": "x", "representation": {"kind": "mesh9"}}, "unknown representation 'mesh9'; valid: nerf"),
+    ({"prompt": "x", "distillation": {"kind": "nope"}}, "unknown distillation 'nope'; valid: "),
+])
+def test_invalid_values(layer, message):
+    with pytest.raises(ConfigError, match=message):
+        build_config([layer])
+
+
+def test_changing_kind_drops_the_old_sections_fields():
+    full = config_to_toml(build_config([{"prompt": "x"}]))
+    import tomllib
+    layer = tomllib.loads(full)
+    layer["representation"]["kind"] = "nerf"  # same kind keeps fields
+    cfg = build_config([layer, {"representation": {"kind": "nerf"}}])
+    assert cfg.representation == representation_config("nerf")
+
+
+def test_field_reference_documents_every_field():
+    rows = field_reference(RunConfig)
+    keys = {k for k, _, _ in rows}
+    assert {"prompt", "camera.resolution", "pgc.threshold", "representation.kind"} <= keys
+    undocumented = [k for k, _, doc in rows if not doc]
+    assert not undocumented, undocumented
+
+
+def test_later_layers_win():
+    cfg = build_config([{"prompt": "a", "steps": 5}, {"steps": 9}], ["seed=3"])
+    assert (cfg.prompt, cfg.steps, cfg.seed) == ("a", 9, 3)
