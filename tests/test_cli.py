@@ -1,0 +1,139 @@
+"""The `studio` command end to end, with the small random model at 32 px and a few steps."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import trimesh
+
+from studio.cli import main
+
+FAST = ["--model", "tiny-random", "--set", "camera.resolution=32", "--set", "export.mesh_resolution=32",
+        "--set", "export.turntable_frames=4", "--set", "export.turntable_size=32", "--set", "log.preview_every=2"]
+
+
+def run_cli(args, capsys):
+    code = main(args)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["generate", ""], "prompt is empty"),
+    (["generate", "a cube", "--representation", "octree"], "unknown representation 'octree'; valid: nerf"),
+    (["generate", "a cube", "--distillation", "xyz"], "unknown distillation 'xyz'; valid:"),
+    (["generate", "a cube", "--steps", "0"], "steps must be positive"),
+    (["generate", "a cube", "--set", "camera.fovv=3"], "valid keys: radius"),
+    (["generate", "a cube", "--set", "steps"], "--set expects key=value"),
+    (["generate", "a cube", "--preset", "nope"], "unknown preset 'nope'"),
+    (["generate", "a cube", "--config", "/nonexistent/config.toml"], "does not exist"),
+    (["generate", "a cube", "--model", "/nonexistent/model-folder"], "/nonexistent/model-folder"),
+])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, args, message):
+    out_dir = tmp_path / "out"
+    code, out, err = run_cli(args + ["--out", str(out_dir)], capsys)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], err
+    assert "Traceback" not in err
+    assert not out_dir.exists() or not any(out_dir.iterdir())
+
+
+def test_generate_writes_a_finished_run(tmp_path, capsys):
+    code, out, err = run_cli(["generate", "a red cube", "--steps", "4", "--out", str(tmp_path), *FAST], capsys)
+    assert code == 0, err
+    run_dir = Path(out.strip().splitlines()[-1])
+    assert run_dir.parent == tmp_path and run_dir.is_dir()
+    assert "RANDOM" in err  # the random model says so plainly
+    assert json.loads((run_dir / "status.json").read_text())["status"] == "finished"
+    for name in ("config.toml", "log.jsonl", "metrics.json", "turntable.gif", "checkpoint/scene.safetensors"):
+        assert (run_dir / name).exists(), name
+    assert len(list((run_dir / "previews").glob("*.png"))) >= 2
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["steps"] == 4 and metrics["steps_per_second"] > 0
+    logs = [json.loads(l) for l in (run_dir / "log.jsonl").read_text().splitlines()]
+    assert logs[-1]["step"] == 4 and all("loss" in l for l in logs)
+    if metrics["mesh_faces"]:
+        mesh = trimesh.load(run_dir / "asset.glb", force="mesh")
+        assert len(mesh.faces) == metrics["mesh_faces"]
+        assert mesh.visual.kind == "vertex"
+        assert f"glb: {run_dir / 'asset.glb'}" in out
+
+
+def test_config_toml_reproduces_the_run(tmp_path, capsys):
+    code, out, _ = run_cli(["generate", "a blue sphere", "--steps", "3", "--seed", "5", "--out", str(tmp_path / "a"),
+                            *FAST], capsys)
+    first = Path(out.strip().splitlines()[-1])
+    code, out, _ = run_cli(["generate", "--config", str(first / "config.toml"), "--out", str(tmp_path / "b")], capsys)
+    second = Path(out.strip().splitlines()[-1])
+    assert code == 0
+    assert (first / "config.toml").read_text() == (second / "config.toml").read_text()
+    losses = lambda d: [json.loads(l)["loss"] for l in (d / "log.jsonl").read_text().splitlines()]  # noqa: E731
+    assert losses(first) == pytest.approx(losses(second), rel=1e-5)
+
+
+def test_batch_runs_every_job_and_survives_a_failing_one(tmp_path, capsys):
+    batch = tmp_path / "jobs.toml"
+    opts = 'model = "tiny-random"\nsteps = 2\nset = ["camera.resolution=32", "export.mesh_resolution=32", "export.turntable_frames=0"]\n'
+    batch.write_text(
+        f'[[job]]\nprompt = "a red cube"\n{opts}\n'
+        f'[[job]]\nprompt = "a broken job"\nsteps = 2\nmodel = "{tmp_path}/missing-model"\n\n'
+        f'[[job]]\nprompt = "a green cone"\nseed = 4\n{opts}'
+    )
+    code, out, _ = run_cli(["batch", str(batch), "--out", str(tmp_path / "out")], capsys)
+    assert code == 1
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert [j["status"] for j in manifest["jobs"]] == ["finished", "failed", "finished"]
+    assert "missing-model" in manifest["jobs"][1]["error"]
+    for job in (manifest["jobs"][0], manifest["jobs"][2]):
+        assert json.loads((Path(job["run_dir"]) / "status.json").read_text())["status"] == "finished"
+    assert out.strip().splitlines()[-1].endswith("manifest.json")
+
+
+def test_text_batch_file(tmp_path, capsys):
+    batch = tmp_path / "prompts.txt"
+    batch.write_text("a red cube\n\n# a comment\na blue sphere\na green cone\n")
+    from studio.batch import read_jobs
+    assert [j["prompt"] for j in read_jobs(batch)] == ["a red cube", "a blue sphere", "a green cone"]
+
+
+@pytest.mark.parametrize("content, message", [
+    ("", "has no prompts"),
+    ("[[job]]\nprompt = 'x'\nstepz = 3\n", "unknown key 'stepz'"),
+    ("[[job]\nprompt = 'x'\n", "not valid TOML"),
+    ("[[job]]\nprompt = 'x'\nsteps = -1\n", "job 1: steps must be positive"),
+])
+def test_malformed_batch_file(tmp_path, capsys, content, message):
+    suffix = ".txt" if content == "" else ".toml"
+    batch = tmp_path / f"jobs{suffix}"
+    batch.write_text(content)
+    code, _, err = run_cli(["batch", str(batch), "--out", str(tmp_path / "out")], capsys)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_export_rewrites_a_format(tmp_path, capsys):
+    code, out, _ = run_cli(["generate", "a red cube", "--steps", "2", "--out", str(tmp_path), *FAST,
+                            "--set", 'export.formats=["glb"]'], capsys)
+    run_dir = Path(out.strip().splitlines()[-1])
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    if not metrics["mesh_faces"]:
+        pytest.skip("the random model left no surface to export")
+    code, out, _ = run_cli(["export", str(run_dir), "--format", "ply", "--resolution", "32"], capsys)
+    assert code == 0 and out.strip().splitlines()[-1] == str(run_dir / "asset.ply")
+    assert len(trimesh.load(run_dir / "asset.ply").faces) > 0
+
+
+def test_export_of_a_non_run_is_a_user_error(tmp_path, capsys):
+    code, _, err = run_cli(["export", str(tmp_path), "--format", "glb"], capsys)
+    assert code == 2 and "no checkpoint" in err
+
+
+def test_console_script_help_and_error_exit_code(tmp_path):
+    exe = Path(sys.executable).with_name("studio")
+    out = subprocess.run([str(exe), "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "generate" in out.stdout
+    out = subprocess.run([str(exe), "generate", "x", "--steps", "-3", "--out", str(tmp_path / "o")],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and out.stderr.strip() == "error: steps must be positive, got -3"
