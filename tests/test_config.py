@@ -81,3 +81,12 @@ def test_field_reference_documents_every_field():
 def test_later_layers_win():
     cfg = build_config([{"prompt": "a", "steps": 5}, {"steps": 9}], ["seed=3"])
     assert (cfg.prompt, cfg.steps, cfg.seed) == ("a", 9, 3)
+
+
+def test_generated_config_reference_is_current():
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "scripts/gen_docs.py", "--check"], cwd=root, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr

@@ -1,0 +1,330 @@
+"""`Guidance`: a frozen diffusers text-to-image model behind a handful of primitives. No losses here.
+
+Families: "sd" (Stable Diffusion 1.x / 2.x, epsilon- or v-prediction) and "sdxl" (two text encoders).
+Every primitive works on latents `[B, C, h, w]` and integer timesteps `[B]` (long) in
+[0, num_train_timesteps); `ddim_move` / `predict_x0` also accept t = -1, meaning "clean" (ᾱ = 1).
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from distillation.base import TextEmbeds
+
+
+class GuidanceLoadError(ValueError):
+    """The guidance model could not be found or read; the message says what to do."""
+
+
+def cfg_combine(eps_cond: Tensor, eps_uncond: Tensor, scale: float) -> Tensor:
+    """Classifier-free guidance, THE convention of this project (diffusers'): ε_u + s·(ε_c − ε_u).
+
+    threestudio's SDS uses ε_c + s'·(ε_c − ε_u), i.e. s = s' + 1: its guidance_scale 100 is 101 here.
+    """
+    return eps_uncond + scale * (eps_cond - eps_uncond)
+
+
+def _resolve_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torch.dtype:
+    """None -> fp16 on CUDA, fp32 elsewhere; strings "fp32" / "fp16" / "bf16" accepted."""
+    if dtype is None:
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    names = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16,
+             "float16": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+    if dtype not in names:
+        raise GuidanceLoadError(f"unknown dtype {dtype!r}; use one of fp32, fp16, bf16")
+    return names[dtype]
+
+
+class Guidance:
+    """A frozen (eval, requires_grad False) diffusion model. Build with `from_pretrained` or `tiny_guidance`.
+
+    Not an nn.Module on purpose: a Distillation that keeps a reference to it must not checkpoint its weights.
+    """
+
+    def __init__(self, *, unet, vae, text_encoders: list, tokenizers: list, scheduler_config: dict,
+                 device: str | torch.device = "cpu", dtype: torch.dtype | str | None = None,
+                 zero_empty_prompt: bool = False, sample_latents: bool = False) -> None:
+        """text_encoders / tokenizers: one (SD) or two (SDXL: CLIPTextModel, CLIPTextModelWithProjection).
+        scheduler_config: any diffusers scheduler config (betas and prediction_type are read from it).
+        zero_empty_prompt: encode "" as zeros (diffusers' SDXL `force_zeros_for_empty_prompt`).
+        sample_latents: encode_images samples the VAE posterior instead of taking its mean."""
+        from diffusers import DDIMScheduler
+
+        if len(text_encoders) not in (1, 2) or len(tokenizers) != len(text_encoders):
+            raise GuidanceLoadError("Guidance needs one text encoder + tokenizer (SD) or two (SDXL)")
+        self.device = torch.device(device)
+        self.dtype = _resolve_dtype(dtype, self.device)
+        self.family = "sd" if len(text_encoders) == 1 else "sdxl"
+        known = inspect.signature(DDIMScheduler.__init__).parameters
+        sched = DDIMScheduler.from_config({k: v for k, v in scheduler_config.items() if k in known})
+        self.prediction_type: str = sched.config.prediction_type
+        if self.prediction_type not in ("epsilon", "v_prediction"):
+            raise GuidanceLoadError(f"prediction_type {self.prediction_type!r} is not supported; "
+                                    "use an epsilon- or v_prediction model")
+        self.num_train_timesteps: int = sched.config.num_train_timesteps
+        self.alphas_cumprod: Tensor = sched.alphas_cumprod.to(self.device, torch.float32)
+        # The SDXL VAE overflows in fp16 (config force_upcast): keep it in fp32 then.
+        upcast = self.dtype == torch.float16 and getattr(vae.config, "force_upcast", False)
+        self.vae_dtype = torch.float32 if upcast else self.dtype
+        self.unet = unet.to(self.device, self.dtype)
+        self.vae = vae.to(self.device, self.vae_dtype)
+        self.text_encoders = [enc.to(self.device, self.dtype) for enc in text_encoders]
+        self.tokenizers = list(tokenizers)
+        for module in [self.unet, self.vae, *self.text_encoders]:
+            module.requires_grad_(False).eval()
+        self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        self.native_resolution: int = unet.config.sample_size * self.vae_scale_factor
+        self.latent_channels: int = vae.config.latent_channels
+        self.zero_empty_prompt = zero_empty_prompt
+        self.sample_latents = sample_latents
+        self._text_cache: dict[str, tuple[Tensor, Tensor | None]] = {}
+
+    # convenient names for the components
+    @property
+    def text_encoder(self):
+        return self.text_encoders[0]
+
+    @property
+    def tokenizer(self):
+        return self.tokenizers[0]
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str, device: str | torch.device = "cpu",
+                        dtype: torch.dtype | str | None = None, sample_latents: bool = False) -> "Guidance":
+        """Load a diffusers SD / SDXL pipeline folder or hub id (cached, or downloaded when online).
+
+        GuidanceLoadError (one line, with the fix) when the model is missing, incomplete or unsupported.
+        """
+        folder = _locate(str(name_or_path))
+        index = _read_model_index(folder)
+        family = "sdxl" if index.get("text_encoder_2") else "sd"
+        if not index.get("text_encoder") or not index.get("unet"):
+            raise GuidanceLoadError(f"{folder} ({index.get('_class_name', '?')}) is not a text-to-image SD / SDXL "
+                                    "pipeline (needs unet and text_encoder); SDXL refiners are not supported")
+        pieces = ["unet", "vae", "text_encoder", "tokenizer", "scheduler"]
+        pieces += ["text_encoder_2", "tokenizer_2"] if family == "sdxl" else []
+        for piece in pieces:
+            if not (folder / piece).is_dir():
+                raise GuidanceLoadError(f"{folder} is incomplete: the {piece}/ folder is missing")
+        torch_dtype = _resolve_dtype(dtype, torch.device(device))
+        from diffusers import AutoencoderKL, UNet2DConditionModel
+        from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+        def load(piece: str, loader):
+            try:
+                return loader(folder / piece)
+            except (OSError, ValueError, KeyError, json.JSONDecodeError) as err:
+                reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                raise GuidanceLoadError(f"could not load {piece}/ from {folder}: {reason}") from None
+
+        unet = load("unet", lambda p: UNet2DConditionModel.from_pretrained(p, torch_dtype=torch_dtype))
+        vae = load("vae", lambda p: AutoencoderKL.from_pretrained(p, torch_dtype=torch_dtype))
+        encoders = [load("text_encoder", lambda p: CLIPTextModel.from_pretrained(p, dtype=torch_dtype))]
+        tokenizers = [load("tokenizer", CLIPTokenizer.from_pretrained)]
+        if family == "sdxl":
+            encoders.append(load("text_encoder_2",
+                                 lambda p: CLIPTextModelWithProjection.from_pretrained(p, dtype=torch_dtype)))
+            tokenizers.append(load("tokenizer_2", CLIPTokenizer.from_pretrained))
+        scheduler_config = load("scheduler", lambda p: json.loads((p / "scheduler_config.json").read_text()))
+        return cls(unet=unet, vae=vae, text_encoders=encoders, tokenizers=tokenizers,
+                   scheduler_config=scheduler_config, device=device, dtype=torch_dtype,
+                   zero_empty_prompt=bool(index.get("force_zeros_for_empty_prompt", False)),
+                   sample_latents=sample_latents)
+
+    # ---- text -------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode_text(self, prompts: list[str]) -> TextEmbeds:
+        """hidden [B, L, D] (+ pooled [B, P] for SDXL) for B prompts; memoised per string."""
+        if isinstance(prompts, str):
+            raise TypeError("encode_text takes a list of prompts, e.g. encode_text([prompt])")
+        missing = list(dict.fromkeys(p for p in prompts if p not in self._text_cache))
+        if missing:
+            hidden, pooled = self._encode_uncached(missing)
+            for i, prompt in enumerate(missing):
+                self._text_cache[prompt] = (hidden[i], None if pooled is None else pooled[i])
+        rows = [self._text_cache[p] for p in prompts]
+        pooled = None if rows[0][1] is None else torch.stack([r[1] for r in rows])
+        return TextEmbeds(hidden=torch.stack([r[0] for r in rows]), pooled=pooled)
+
+    def _encode_uncached(self, prompts: list[str]) -> tuple[Tensor, Tensor | None]:
+        """([N, L, D], [N, P] or None) for N distinct prompts."""
+        if self.family == "sd":
+            ids = self._token_ids(self.tokenizers[0], self.text_encoders[0], prompts)
+            return self.text_encoders[0](ids).last_hidden_state, None
+        hidden, pooled = _sdxl_text(self, prompts)
+        if self.zero_empty_prompt:
+            empty = torch.tensor([p == "" for p in prompts], device=self.device)
+            hidden = torch.where(empty[:, None, None], torch.zeros_like(hidden), hidden)
+            pooled = torch.where(empty[:, None], torch.zeros_like(pooled), pooled)
+        return hidden, pooled
+
+    def _token_ids(self, tokenizer, encoder, prompts: list[str]) -> Tensor:
+        """[N, L] ids padded / truncated to the encoder's context length (77 for CLIP)."""
+        length = encoder.config.max_position_embeddings
+        batch = tokenizer(prompts, padding="max_length", max_length=length, truncation=True, return_tensors="pt")
+        return batch.input_ids.to(self.device)
+
+    def clear_text_cache(self) -> None:
+        self._text_cache.clear()
+
+    # ---- images <-> latents -----------------------------------------------------------------------------
+    def encode_images(self, images: Tensor) -> Tensor:
+        """images [B, 3, H, W] in [0, 1] -> latents [B, C, h, w] (differentiable), h = native_resolution / f."""
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"encode_images expects [B, 3, H, W] images, got shape {tuple(images.shape)}")
+        size = self.native_resolution
+        x = images.to(self.device, self.vae_dtype)
+        if x.shape[-2:] != (size, size):
+            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+        dist = self.vae.encode(x * 2.0 - 1.0).latent_dist
+        latents = dist.sample() if self.sample_latents else dist.mean
+        return (latents * self.vae.config.scaling_factor).to(self.dtype)
+
+    def decode_latents(self, latents: Tensor) -> Tensor:
+        """latents [B, C, h, w] -> images [B, 3, H, W] in [0, 1] (differentiable inside the range)."""
+        x = (latents / self.vae.config.scaling_factor).to(self.vae_dtype)
+        return (self.vae.decode(x).sample.float() * 0.5 + 0.5).clamp(0.0, 1.0)
+
+    # ---- noise schedule ---------------------------------------------------------------------------------
+    def alpha_bar(self, t: Tensor) -> Tensor:
+        """ᾱ_t [B] float32 for integer t [B]; t < 0 means clean (ᾱ = 1)."""
+        t = t.to(self.device)
+        a = self.alphas_cumprod[t.clamp(min=0).long()]
+        return torch.where(t < 0, torch.ones_like(a), a)
+
+    def add_noise(self, x0: Tensor, noise: Tensor, t: Tensor) -> Tensor:
+        """x_t = √ᾱ_t·x0 + √(1−ᾱ_t)·noise; x0, noise [B, C, h, w], t [B] long."""
+        a = _expand(self.alpha_bar(t), x0)
+        return (a.sqrt() * x0.float() + (1 - a).sqrt() * noise.float()).to(x0.dtype)
+
+    def predict_x0(self, x_t: Tensor, eps: Tensor, t: Tensor) -> Tensor:
+        """x0 estimate (x_t − √(1−ᾱ_t)·ε) / √ᾱ_t; [B, C, h, w]."""
+        a = _expand(self.alpha_bar(t), x_t)
+        return ((x_t.float() - (1 - a).sqrt() * eps.float()) / a.sqrt()).to(x_t.dtype)
+
+    def ddim_move(self, x: Tensor, eps: Tensor, t_from: Tensor, t_to: Tensor) -> Tensor:
+        """Deterministic DDIM (eta 0) jump x_{t_from} -> x_{t_to} keeping ε fixed: √ᾱ_to·x0 + √(1−ᾱ_to)·ε.
+
+        t_to < t_from denoises, t_to > t_from inverts; x, eps [B, C, h, w], t_from / t_to [B] long.
+        """
+        x0 = self.predict_x0(x, eps, t_from)
+        return self.add_noise(x0, eps, t_to)
+
+    # ---- noise prediction -------------------------------------------------------------------------------
+    def predict_eps(self, x_t: Tensor, t: Tensor, embeds: TextEmbeds, class_labels: Tensor | None = None) -> Tensor:
+        """ε [B, C, h, w] predicted for x_t [B, C, h, w] at t [B] (v-prediction converted to ε).
+
+        Gradients flow if the caller allows them (no implicit no_grad). embeds with one row are broadcast.
+        """
+        b = x_t.shape[0]
+        t = t.to(self.device).long().expand(b) if t.ndim == 0 else t.to(self.device).long()
+        hidden, pooled = _batch_embeds(embeds, b)
+        added = None
+        if self.family == "sdxl":
+            if pooled is None:
+                raise ValueError("SDXL guidance needs TextEmbeds.pooled; build embeds with Guidance.encode_text")
+            size = float(self.native_resolution)
+            time_ids = torch.tensor([size, size, 0.0, 0.0, size, size], device=self.device, dtype=self.dtype)
+            added = {"text_embeds": pooled.to(self.device, self.dtype), "time_ids": time_ids.expand(b, 6)}
+        out = self.unet(x_t.to(self.device, self.dtype), t, encoder_hidden_states=hidden.to(self.device, self.dtype),
+                        class_labels=class_labels, added_cond_kwargs=added).sample
+        if self.prediction_type == "v_prediction":
+            a = _expand(self.alpha_bar(t), out)
+            out = a.sqrt() * out.float() + (1 - a).sqrt() * x_t.float()
+        return out.to(x_t.dtype)
+
+    def predict_eps_cfg(self, x_t: Tensor, t: Tensor, cond: TextEmbeds, uncond: TextEmbeds,
+                        class_labels: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """(ε_cond, ε_uncond), each [B, C, h, w], from ONE UNet pass over a batch of 2B."""
+        b = x_t.shape[0]
+        t = t.expand(b) if t.ndim == 0 else t
+        hc, pc = _batch_embeds(cond, b)
+        hu, pu = _batch_embeds(uncond, b)
+        both = TextEmbeds(hidden=torch.cat([hc, hu]), pooled=None if pc is None else torch.cat([pc, pu]))
+        labels = None if class_labels is None else torch.cat([class_labels, class_labels])
+        eps = self.predict_eps(torch.cat([x_t, x_t]), torch.cat([t, t]), both, labels)
+        return eps[:b], eps[b:]
+
+
+def _sdxl_text(g: Guidance, prompts: list[str]) -> tuple[Tensor, Tensor]:
+    """SDXL text: both encoders' penultimate hidden states concatenated [N, L, D1 + D2]; pooled [N, P]
+    is text_encoder_2's projected output."""
+    hiddens, pooled = [], None
+    for tokenizer, encoder in zip(g.tokenizers, g.text_encoders):
+        out = encoder(g._token_ids(tokenizer, encoder, prompts), output_hidden_states=True)
+        hiddens.append(out.hidden_states[-2])
+        pooled = out[0]
+    return torch.cat(hiddens, dim=-1), pooled
+
+
+def _batch_embeds(embeds: TextEmbeds, b: int) -> tuple[Tensor, Tensor | None]:
+    """(hidden [b, L, D], pooled [b, P] or None); one row broadcasts to b rows."""
+    n = embeds.hidden.shape[0]
+    if n not in (1, b):
+        raise ValueError(f"text embeddings have {n} rows for a batch of {b} images; pass 1 or {b}")
+    hidden = embeds.hidden.expand(b, -1, -1)
+    pooled = None if embeds.pooled is None else embeds.pooled.expand(b, -1)
+    return hidden, pooled
+
+
+def _expand(a: Tensor, like: Tensor) -> Tensor:
+    """ᾱ [B] float32 -> [B, 1, 1, 1] on like's device (schedule math stays in float32)."""
+    return a.view(-1, *([1] * (like.ndim - 1))).to(like.device)
+
+
+def _is_offline() -> bool:
+    from huggingface_hub import constants
+
+    env = os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}
+    return env or bool(constants.HF_HUB_OFFLINE)
+
+
+def _locate(name: str) -> Path:
+    """A local diffusers folder for `name` (a folder, or a hub id found in the cache or downloaded)."""
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise GuidanceLoadError(f"{name} is a file; pass a diffusers pipeline folder (with model_index.json)")
+    parts = name.split("/")
+    looks_like_id = len(parts) <= 2 and all(parts) and not name.startswith((".", "~"))
+    if not looks_like_id:
+        raise GuidanceLoadError(f"model folder {name} does not exist; check the path")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(name, local_files_only=True))
+    except Exception:  # noqa: BLE001  (any miss in the cache means: not cached)
+        pass
+    if _is_offline():
+        raise GuidanceLoadError(
+            f"model {name!r} is not a local folder and is not in the Hugging Face cache; download it on a machine "
+            f"with internet (huggingface-cli download {name}) or pass a local folder")
+    from diffusers import DiffusionPipeline
+
+    try:
+        return Path(DiffusionPipeline.download(name))
+    except Exception as err:  # noqa: BLE001  (network, auth, unknown repo: all end as one line)
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise GuidanceLoadError(
+            f"model {name!r} is not a local folder and could not be downloaded ({reason}); check the id and your "
+            f"connection, or download it elsewhere (huggingface-cli download {name}) and pass the folder") from None
+
+
+def _read_model_index(folder: Path) -> dict:
+    index = folder / "model_index.json"
+    if not index.is_file():
+        raise GuidanceLoadError(f"{folder} has no model_index.json; pass a diffusers pipeline folder "
+                                "(model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/)")
+    try:
+        return json.loads(index.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise GuidanceLoadError(f"{index} is not readable JSON ({err}); re-download the model") from None
