@@ -31,8 +31,8 @@ def cfg_combine(eps_cond: Tensor, eps_uncond: Tensor, scale: float) -> Tensor:
 
 
 def _resolve_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torch.dtype:
-    """None -> fp16 on CUDA, fp32 elsewhere; strings "fp32" / "fp16" / "bf16" accepted."""
-    if dtype is None:
+    """None / "auto" -> fp16 on CUDA, fp32 elsewhere; also "fp32" / "fp16" / "bf16" (or the torch names)."""
+    if dtype is None or dtype == "auto":
         return torch.float16 if device.type == "cuda" else torch.float32
     if isinstance(dtype, torch.dtype):
         return dtype
@@ -74,9 +74,9 @@ class Guidance:
         # The SDXL VAE overflows in fp16 (config force_upcast): keep it in fp32 then.
         upcast = self.dtype == torch.float16 and getattr(vae.config, "force_upcast", False)
         self.vae_dtype = torch.float32 if upcast else self.dtype
-        self.unet = unet.to(self.device, self.dtype)
-        self.vae = vae.to(self.device, self.vae_dtype)
-        self.text_encoders = [enc.to(self.device, self.dtype) for enc in text_encoders]
+        self.unet = _place(unet, self.device, self.dtype)
+        self.vae = _place(vae, self.device, self.vae_dtype)
+        self.text_encoders = [_place(enc, self.device, self.dtype) for enc in text_encoders]
         self.tokenizers = list(tokenizers)
         for module in [self.unet, self.vae, *self.text_encoders]:
             module.requires_grad_(False).eval()
@@ -86,6 +86,16 @@ class Guidance:
         self.zero_empty_prompt = zero_empty_prompt
         self.sample_latents = sample_latents
         self._text_cache: dict[str, tuple[Tensor, Tensor | None]] = {}
+
+    def to_device(self, device: str | torch.device) -> "Guidance":
+        """Move every component, the schedule and the text cache to `device` (dtype kept); returns self."""
+        self.device = torch.device(device)
+        for module in [self.unet, self.vae, *self.text_encoders]:
+            module.to(self.device)
+        self.alphas_cumprod = self.alphas_cumprod.to(self.device)
+        self._text_cache = {k: (h.to(self.device), None if p is None else p.to(self.device))
+                            for k, (h, p) in self._text_cache.items()}
+        return self
 
     # convenient names for the components
     @property
@@ -121,9 +131,10 @@ class Guidance:
         def load(piece: str, loader):
             try:
                 return loader(folder / piece)
-            except (OSError, ValueError, KeyError, json.JSONDecodeError) as err:
-                reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-                raise GuidanceLoadError(f"could not load {piece}/ from {folder}: {reason}") from None
+            except Exception as err:  # noqa: BLE001  (missing / corrupt / mismatched files: one line, no traceback)
+                reason = str(err).strip().splitlines()[0] if str(err).strip() else ""
+                raise GuidanceLoadError(f"could not load {piece}/ from {folder}: {type(err).__name__}: {reason}; "
+                                        "re-download or re-save the model") from None
 
         unet = load("unet", lambda p: UNet2DConditionModel.from_pretrained(p, torch_dtype=torch_dtype))
         vae = load("vae", lambda p: AutoencoderKL.from_pretrained(p, torch_dtype=torch_dtype))
@@ -145,6 +156,8 @@ class Guidance:
         """hidden [B, L, D] (+ pooled [B, P] for SDXL) for B prompts; memoised per string."""
         if isinstance(prompts, str):
             raise TypeError("encode_text takes a list of prompts, e.g. encode_text([prompt])")
+        if not prompts:
+            raise ValueError("encode_text needs at least one prompt (use [\"\"] for the unconditional one)")
         missing = list(dict.fromkeys(p for p in prompts if p not in self._text_cache))
         if missing:
             hidden, pooled = self._encode_uncached(missing)
@@ -273,6 +286,12 @@ def _batch_embeds(embeds: TextEmbeds, b: int) -> tuple[Tensor, Tensor | None]:
     hidden = embeds.hidden.expand(b, -1, -1)
     pooled = None if embeds.pooled is None else embeds.pooled.expand(b, -1)
     return hidden, pooled
+
+
+def _place(module, device: torch.device, dtype: torch.dtype):
+    """Move to device; cast only when needed (diffusers warns on every dtype cast)."""
+    module = module.to(device)
+    return module if module.dtype == dtype else module.to(dtype)
 
 
 def _expand(a: Tensor, like: Tensor) -> Tensor:

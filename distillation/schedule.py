@@ -2,6 +2,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # torch is imported lazily: configs (and `studio --help`) read this file without torch
+    import torch
+    from torch import Tensor
 
 
 @dataclass
@@ -33,3 +38,52 @@ class Ramp:
     @classmethod
     def const(cls, value: float) -> "Ramp":
         return cls(value, value, 0, 0)
+
+
+def at_step(value: float | Ramp, step: int, total_steps: int) -> float:
+    """A float field that may also be a Ramp, evaluated at `step`."""
+    return value.at(step, total_steps) if isinstance(value, Ramp) else float(value)
+
+
+def sample_timesteps(batch: int, t_min: float, t_max: float, num_train_timesteps: int,
+                     device: torch.device | str | None = None,
+                     generator: torch.Generator | None = None) -> Tensor:
+    """[batch] long timesteps, uniform over the integers int(t_min·T) ..= int(t_max·T), capped at T − 1.
+
+    t_min, t_max: fractions of T = num_train_timesteps with 0 <= t_min <= t_max <= 1.
+    """
+    import torch
+
+    if not 0.0 <= t_min <= t_max <= 1.0:
+        raise ValueError(f"timestep range [{t_min}, {t_max}] must satisfy 0 <= t_min <= t_max <= 1")
+    lo = int(t_min * num_train_timesteps)
+    hi = min(int(t_max * num_train_timesteps), num_train_timesteps - 1)
+    lo = min(lo, hi)
+    return torch.randint(lo, hi + 1, (batch,), device=device, generator=generator)
+
+
+WEIGHTINGS: dict[str, str] = {
+    "sds": "1 − ᾱ_t (DreamFusion)",
+    "uniform": "1",
+    "fantasia": "√ᾱ_t · (1 − ᾱ_t) (Fantasia3D)",
+    "ism": "√((1 − ᾱ_t) / ᾱ_t) (LucidDreamer ISM, Dreamer XL TSM)",
+}
+"""Names of the timestep weightings w(t) accepted by `weight` (name -> formula)."""
+
+
+def check_weighting(name: str) -> None:
+    """ValueError naming the valid weightings if `name` is not one."""
+    if name not in WEIGHTINGS:
+        raise ValueError(f"unknown weighting {name!r}; valid: {', '.join(WEIGHTINGS)}")
+
+
+def weight(name: str, alpha_bar: Tensor) -> Tensor:
+    """w(t) [B] for ᾱ_t [B] (float tensor) under weighting `name` (see WEIGHTINGS)."""
+    check_weighting(name)
+    if name == "sds":
+        return 1.0 - alpha_bar
+    if name == "uniform":
+        return alpha_bar.new_ones(alpha_bar.shape)
+    if name == "fantasia":
+        return alpha_bar.sqrt() * (1.0 - alpha_bar)
+    return ((1.0 - alpha_bar) / alpha_bar).sqrt()
