@@ -8,5 +8,4 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-# On CPU-only machines prefer the CPU wheel index only if torch is not found locally.
-.venv/bin/python -m pip install -q -c constraints.txt -e ".[dev]"
+.venv/bin/python -m pip install -q -c constraints.txt --config-settings editable_mode=compat -e ".[dev]"

@@ -26,6 +26,8 @@ from .sampling import CameraConfig
 from .tomlcodec import from_dict, merge, parse_assignment, set_path, to_dict
 
 POLYMORPHIC = ("representation", "distillation")
+DEFAULT_KINDS = {"representation": "nerf", "distillation": "sds"}
+"""The kinds used when no layer names one."""
 
 
 @dataclass
@@ -100,9 +102,9 @@ class RunConfig:
     """Optimisation steps."""
     view_dependent_prompt: bool = True
     """Append ', front view' / ', side view' / ... by camera azimuth (studio/sampling.py)."""
-    representation: RepresentationConfig = field(default_factory=lambda: representation_config("nerf"))
+    representation: RepresentationConfig = field(default_factory=lambda: representation_config(DEFAULT_KINDS["representation"]))
     """The 3D representation; `kind` picks it from representations.REGISTRY."""
-    distillation: DistillationConfig = field(default_factory=lambda: distillation_config("sds"))
+    distillation: DistillationConfig = field(default_factory=lambda: distillation_config(DEFAULT_KINDS["distillation"]))
     """The distillation loss; `kind` picks it from distillation.REGISTRY."""
     pgc: PGCConfig = field(default_factory=PGCConfig)
     """Pixel-wise gradient clipping on the rendered image."""
@@ -171,7 +173,7 @@ def preset_layer(name: str) -> dict:
 
 def build_config(layers: list[dict], overrides: list[str] = ()) -> RunConfig:
     """Merge sparse layers (lowest first) and `--set` overrides into a validated RunConfig."""
-    tree: dict[str, Any] = {}
+    tree: dict[str, Any] = {name: {"kind": kind} for name, kind in DEFAULT_KINDS.items()}
     for layer in layers:
         tree = merge(tree, layer, POLYMORPHIC)
     set_layer: dict[str, Any] = {}
