@@ -105,8 +105,8 @@ def train_step(cfg: RunConfig, scene, loss_fn, prompts: "PromptBank", gen: torch
     total = result.loss + sum(out.terms.values(), torch.zeros((), device=device))
     total.backward()
     scene.after_backward(step)
-    logs = {"loss": float(total), "distill": float(result.loss)}
-    logs.update({k: float(v) for k, v in out.terms.items()})
+    logs = {"loss": float(total.detach()), "distill": float(result.loss.detach())}
+    logs.update({k: float(v.detach()) for k, v in out.terms.items()})
     logs.update({k: float(v) for k, v in result.logs.items()})
     return logs
 

@@ -11,6 +11,7 @@ from studio.cli import main
 
 FAST = ["--model", "tiny-random", "--set", "camera.resolution=32", "--set", "export.mesh_resolution=32",
         "--set", "export.turntable_frames=4", "--set", "export.turntable_size=32", "--set", "log.preview_every=2"]
+DENSE = ["--set", "representation.density_bias=0.0"]  # start from a solid blob, so even 2 random steps leave a surface
 
 
 def run_cli(args, capsys):
@@ -41,7 +42,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, args,
 
 
 def test_generate_writes_a_finished_run(tmp_path, capsys):
-    code, out, err = run_cli(["generate", "a red cube", "--steps", "4", "--out", str(tmp_path), *FAST], capsys)
+    code, out, err = run_cli(["generate", "a red cube", "--steps", "4", "--out", str(tmp_path), *FAST, *DENSE], capsys)
     assert code == 0, err
     run_dir = Path(out.strip().splitlines()[-1])
     assert run_dir.parent == tmp_path and run_dir.is_dir()
@@ -54,11 +55,15 @@ def test_generate_writes_a_finished_run(tmp_path, capsys):
     assert metrics["steps"] == 4 and metrics["steps_per_second"] > 0
     logs = [json.loads(l) for l in (run_dir / "log.jsonl").read_text().splitlines()]
     assert logs[-1]["step"] == 4 and all("loss" in l for l in logs)
-    if metrics["mesh_faces"]:
-        mesh = trimesh.load(run_dir / "asset.glb", force="mesh")
-        assert len(mesh.faces) == metrics["mesh_faces"]
-        assert mesh.visual.kind == "vertex"
-        assert f"glb: {run_dir / 'asset.glb'}" in out
+    assert metrics["mesh_faces"] > 0
+    mesh = trimesh.load(run_dir / "asset.glb", force="mesh")
+    assert len(mesh.faces) == metrics["mesh_faces"]
+    assert mesh.visual.kind == "vertex"
+    colors = mesh.visual.vertex_colors
+    assert colors.shape == (len(mesh.vertices), 4) and (colors[:, 3] == 255).all()
+    assert f"glb: {run_dir / 'asset.glb'}" in out
+    for fmt in ("obj", "ply"):
+        assert len(trimesh.load(run_dir / f"asset.{fmt}", force="mesh").faces) == metrics["mesh_faces"]
 
 
 def test_config_toml_reproduces_the_run(tmp_path, capsys):
@@ -114,12 +119,10 @@ def test_malformed_batch_file(tmp_path, capsys, content, message):
 
 
 def test_export_rewrites_a_format(tmp_path, capsys):
-    code, out, _ = run_cli(["generate", "a red cube", "--steps", "2", "--out", str(tmp_path), *FAST,
+    code, out, _ = run_cli(["generate", "a red cube", "--steps", "2", "--out", str(tmp_path), *FAST, *DENSE,
                             "--set", 'export.formats=["glb"]'], capsys)
     run_dir = Path(out.strip().splitlines()[-1])
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    if not metrics["mesh_faces"]:
-        pytest.skip("the random model left no surface to export")
+    assert not (run_dir / "asset.ply").exists()
     code, out, _ = run_cli(["export", str(run_dir), "--format", "ply", "--resolution", "32"], capsys)
     assert code == 0 and out.strip().splitlines()[-1] == str(run_dir / "asset.ply")
     assert len(trimesh.load(run_dir / "asset.ply").faces) > 0

@@ -91,13 +91,17 @@ def main() -> None:
     ap.add_argument("--train", type=int, default=24000)
     ap.add_argument("--val", type=int, default=1200)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--splits", nargs="+", default=["val", "train"])
     args = ap.parse_args()
     torch.set_num_threads(2)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     world = World.load()
-    for name, n, seed in (("val", args.val, args.seed + 1000), ("train", args.train, args.seed)):
-        data = render_split(world, DataConfig(n=n, seed=seed))
+    ap_splits = [s for s in ("val", "train") if s in args.splits]
+    for name in ap_splits:
+        n, seed = (args.val, args.seed + 1000) if name == "val" else (args.train, args.seed)
+        # small batches for the held-out split, so that every (shape, colour) pair is in it
+        data = render_split(world, DataConfig(n=n, seed=seed, batch=8 if name == "val" else 32))
         torch.save(data, out / f"{name}.pt.tmp")
         (out / f"{name}.pt.tmp").replace(out / f"{name}.pt")
         print(f"wrote {out / name}.pt: {n} images in {data['render_seconds']:.0f}s", flush=True)

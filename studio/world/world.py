@@ -59,5 +59,5 @@ class World:
         texts += [w for ws in self.shapes.values() for w in ws]
         texts += [w for ws in self.color_synonyms.values() for w in ws]
         for text in texts:
-            words.update(re.findall(r"[a-z0-9]+", text.replace("{color}", " ").replace("{shape}", " ").lower()))
+            words.update(re.findall(r"[a-z]+", text.replace("{color}", " ").replace("{shape}", " ").lower()))
         return sorted(words)
