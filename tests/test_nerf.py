@@ -182,7 +182,8 @@ def test_empty_occupancy_grid_falls_back_to_sampling_everywhere():
 
 def test_occupancy_skipping_renders_like_dense_sampling():
     torch.manual_seed(5)
-    model = NeRF(NeRFConfig(), total_steps=100).eval()
+    # skipping only (early stop has its own test); a faint start whose sub-threshold tail is negligible
+    model = NeRF(NeRFConfig(early_stop_depth=0.0, density_bias=-7.0), total_steps=100).eval()
     cams = ring_cameras(2, 32)
     shading = Shading(front_light(cams.position))
     model.update_occupancy(full=True)
@@ -190,7 +191,6 @@ def test_occupancy_skipping_renders_like_dense_sampling():
     n_skipped = model.last_sample_count
     model.occupancy.occupied.fill_(True)
     model.occupancy.bounds.copy_(torch.tensor([[-1.0] * 3, [1.0] * 3]))
-    model.cfg.early_stop_depth = 0.0
     dense = model.render(cams, shading)
     assert n_skipped < 0.5 * model.last_sample_count
     torch.testing.assert_close(skipped.alpha, dense.alpha, atol=2e-4, rtol=0)
@@ -200,14 +200,14 @@ def test_occupancy_skipping_renders_like_dense_sampling():
 # -- initialisation and fitting ---------------------------------------------------------------------
 
 
-def test_initial_field_is_a_faint_centred_fog():
+def test_initial_field_is_a_small_visible_centred_blob():
     torch.manual_seed(6)
     model = NeRF(NeRFConfig(), total_steps=100).eval()
     cams = ring_cameras(4, 32)
     out = model.render(cams, Shading(front_light(cams.position)))
     centre = out.alpha[:, 0, 15:17, 15:17].mean()
-    assert 0.01 < centre < 0.08
-    assert out.alpha.mean() < 0.01
+    assert 0.4 < centre < 0.9
+    assert out.alpha.mean() < 0.06
     assert out.alpha[:, 0, 0, :].max() < 1e-3  # top rows: rays far from the centre
     radii = torch.tensor([0.0, 0.3, 0.6, 0.9])
     dens = model.density(radii[:, None] * torch.tensor([[0.6, 0.0, 0.8]]))
