@@ -79,6 +79,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     layers, overrides = job_layers(vars(args))
     cfg = build_config(layers, overrides)
     finished = run_with_progress(cfg, args.out)
+    if "mesh_warning" in finished.metrics:
+        print(f"warning: {finished.metrics['mesh_warning']}; no mesh files were written "
+              "(try more --steps or another --seed)", file=sys.stderr)
     for kind in ("glb", "obj", "ply", "turntable"):
         if kind in finished.assets:
             print(f"{kind}: {finished.assets[kind]}")
