@@ -5,7 +5,7 @@
 
 SD's recipe at small scale: scaled-linear betas 0.00085..0.012 over 1000 steps, epsilon prediction, 10% caption
 dropout (empty string) for classifier-free guidance, AdamW with a time-based cosine schedule, EMA of the weights.
-Latents of every training image (and of its mirror image: every object is mirror-symmetric in X) are encoded
+Latents of every training image (and, with --flip, of its mirror image: every object is mirror-symmetric in X) are encoded
 once with the frozen autoencoder. Captions are re-sampled every step from the labels (random template and
 synonyms; the view suffix ", front view" etc. from the stored camera for 90% of captions, as in distillation).
 Logs {out}/log.jsonl, checkpoints {out}/ckpt.pt every few minutes (resumable), EMA snapshot in {out}/ema.pt.
@@ -162,6 +162,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--ckpt-minutes", type=float, default=4.0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--flip", action="store_true", help="also encode mirrored images (2x encode time)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -177,7 +178,8 @@ def main() -> None:
     else:
         vae = AutoencoderKL.from_pretrained(args.vae).eval()
         t0 = time.time()
-        latents = torch.stack([encode_latents(vae, train["images"]), encode_latents(vae, train["images"].flip(-1))])
+        views = [train["images"]] + ([train["images"].flip(-1)] if args.flip else [])
+        latents = torch.stack([encode_latents(vae, v) for v in views])
         save_atomic(latents, lat_file)
         print(f"encoded {latents.shape} latents in {time.time() - t0:.0f}s, std {latents.std():.3f}", flush=True)
     unet, text = build_unet(cfg), build_text_encoder(cfg, tokenizer)
@@ -215,7 +217,7 @@ def main() -> None:
     while not budget.done():
         t_step = time.time()
         idx = torch.randint(N, (cfg.batch,))
-        flip = torch.randint(2, (cfg.batch,))
+        flip = torch.randint(latents.shape[0], (cfg.batch,))
         x0 = latents[flip, idx]
         ids = sampler.ids(sampler.captions(idx.tolist()))
         noise = torch.randn_like(x0)
