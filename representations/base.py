@@ -76,6 +76,14 @@ class Representation(nn.Module):
         """[N, 3] world points -> [N, 3] albedo in [0, 1]."""
         raise NotImplementedError
 
+    def init_from(self, source: "Representation") -> None:
+        """Initialise this scene from another, finished one (coarse-to-fine: `--init-from RUN_DIR`).
+
+        `source` answers `density(points)` and `albedo_at(points)`; copy what fits (density into an SDF,
+        Gaussians at its surface, colours into an albedo field). Representations that cannot be initialised
+        this way leave this as is: the run then stops with a clear error before anything is written."""
+        raise NotImplementedError(f"representation {self.cfg.kind!r} cannot be initialised from another run")
+
     def extract_mesh(self, resolution: int = 128) -> Mesh:
         """A coloured triangle mesh of the surface (see representations/extract.py for volumes)."""
         raise NotImplementedError

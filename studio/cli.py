@@ -21,6 +21,8 @@ def add_job_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, help="random seed")
     p.add_argument("--model", help="diffusers folder or hub id (default: the embedded model)")
     p.add_argument("--preset", help="preset name from assets/presets")
+    p.add_argument("--init-from", dest="init_from", metavar="RUN_DIR",
+                   help="start from a finished run's scene (e.g. a NeRF run, refined as a mesh)")
     p.add_argument("--config", type=Path, help="a config.toml (e.g. from an earlier run) to start from")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key, value as a TOML literal (repeatable)")
@@ -59,7 +61,7 @@ def job_layers(args: dict) -> tuple[list[dict], list[str]]:
     flags: dict = {}
     if args.get("prompt") is not None:
         flags["prompt"] = args["prompt"]
-    for key in ("steps", "seed"):
+    for key in ("steps", "seed", "init_from"):
         if args.get(key) is not None:
             flags[key] = args[key]
     if args.get("representation"):

@@ -100,6 +100,8 @@ class RunConfig:
     """Seed of every random choice in the run."""
     steps: int = 600
     """Optimisation steps."""
+    init_from: str = ""
+    """A finished run directory whose scene initialises this one (coarse-to-fine), or "" to start fresh."""
     view_dependent_prompt: bool = True
     """Append ', front view' / ', side view' / ... by camera azimuth (studio/sampling.py)."""
     representation: RepresentationConfig = field(default_factory=lambda: representation_config(DEFAULT_KINDS["representation"]))
@@ -130,6 +132,9 @@ class RunConfig:
         for fmt in self.export.formats:
             if fmt not in ("glb", "obj", "ply"):
                 raise ConfigError(f"unknown export format {fmt!r}; valid: glb, obj, ply")
+        if self.init_from and not (Path(self.init_from) / "checkpoint" / "scene.safetensors").is_file():
+            raise ConfigError(f"--init-from {self.init_from}: not a run directory with a checkpoint; "
+                              "pass the folder of a finished run")
         if self.shading.textureless_prob + self.shading.albedo_prob > 1:
             raise ConfigError("shading.textureless_prob + shading.albedo_prob must be <= 1")
         return self

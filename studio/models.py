@@ -36,6 +36,7 @@ def load_guidance(cfg: GuidanceConfig):
         return tiny_guidance("sd").to_device(device), (
             "WARNING: using a small RANDOM diffusion model: the asset will not resemble the prompt."
         )
+    _quiet_loading()
     if not name:
         if (paths.EMBEDDED_MODEL / "model_index.json").exists():
             return Guidance.from_pretrained(str(paths.EMBEDDED_MODEL), device=device, dtype=dtype), (
@@ -46,3 +47,26 @@ def load_guidance(cfg: GuidanceConfig):
             "the asset will not resemble the prompt. Pass --model PATH_OR_HUB_ID for a real one."
         )
     return Guidance.from_pretrained(name, device=device, dtype=dtype), f"model: {name}"
+
+
+def embedded_prompt_warning(prompt: str) -> str | None:
+    """A warning when the embedded model is asked for words it never saw in training, else None."""
+    from .world.world import World
+
+    world = World.load()
+    unknown = world.unknown_words(prompt)
+    if not unknown:
+        return None
+    return (f"WARNING: the embedded model does not know {', '.join(repr(w) for w in unknown)}; it knows "
+            f"{world.describe()} (e.g. \"{world.canonical_caption('cube', 'red')}\"). "
+            "Pass --model PATH_OR_HUB_ID for anything else.")
+
+
+def _quiet_loading() -> None:
+    """No weight-loading progress bars on stderr: the CLI's output stays one progress line and the result."""
+    import diffusers
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    diffusers.utils.logging.disable_progress_bar()
+

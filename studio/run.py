@@ -24,8 +24,9 @@ from . import media
 from .checkpoint import save_checkpoint
 from .config import RunConfig, ShadingConfig, config_to_toml
 from .events import Event, Finished, Preview, Progress, Started
+from .errors import UserError
 from .export import write_mesh
-from .models import load_guidance
+from .models import embedded_prompt_warning, load_guidance
 from .rundir import atomic_write_text, create_run_dir, write_json, write_status
 from .sampling import VIEW_SUFFIXES, sample_cameras, view_names, view_prompt
 
@@ -35,8 +36,12 @@ def run(cfg: RunConfig, out: Path | str = "out") -> Iterator[Event]:
     cfg.validate()
     torch.manual_seed(cfg.seed)
     guidance, note = load_guidance(cfg.guidance)  # before the run dir: a bad --model writes nothing
+    if not cfg.guidance.model:
+        note = "\n".join(filter(None, [note, embedded_prompt_warning(cfg.prompt)]))
     device = guidance.device
     scene = representations.get(cfg.representation.kind)(cfg.representation, cfg.steps).to(device)
+    if cfg.init_from:
+        init_scene(scene, Path(cfg.init_from))
     loss_fn = distillation.get(cfg.distillation.kind)(cfg.distillation, guidance, cfg.steps)
     prompts = PromptBank(guidance, cfg)
 
@@ -91,6 +96,18 @@ def run(cfg: RunConfig, out: Path | str = "out") -> Iterator[Event]:
         raise
     finally:
         del scene, loss_fn
+
+
+def init_scene(scene, source_dir: Path) -> None:
+    """Initialise `scene` from the finished run in `source_dir` (UserError if that is not possible)."""
+    from .reexport import load_scene
+
+    _, source = load_scene(source_dir)
+    try:
+        with torch.no_grad():
+            scene.init_from(source.to(next_device(scene)))
+    except NotImplementedError as e:
+        raise UserError(f"--init-from: {e}; use flexicubes or gaussians for a refinement stage") from None
 
 
 def train_step(cfg: RunConfig, scene, loss_fn, prompts: "PromptBank", gen: torch.Generator, step: int, device) -> dict:

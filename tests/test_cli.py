@@ -30,6 +30,7 @@ def run_cli(args, capsys):
     (["generate", "a cube", "--preset", "nope"], "unknown preset 'nope'"),
     (["generate", "a cube", "--config", "/nonexistent/config.toml"], "does not exist"),
     (["generate", "a cube", "--model", "/nonexistent/model-folder"], "/nonexistent/model-folder"),
+    (["generate", "a cube", "--init-from", "/nonexistent/run"], "not a run directory"),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, args, message):
     out_dir = tmp_path / "out"
@@ -116,6 +117,15 @@ def test_malformed_batch_file(tmp_path, capsys, content, message):
     code, _, err = run_cli(["batch", str(batch), "--out", str(tmp_path / "out")], capsys)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_init_from_a_run_that_the_representation_cannot_use_is_a_user_error(tmp_path, capsys):
+    code, out, _ = run_cli(["generate", "a red cube", "--steps", "2", "--out", str(tmp_path / "a"), *FAST, *DENSE], capsys)
+    source = out.strip().splitlines()[-1]
+    code, out, err = run_cli(["generate", "a red cube", "--steps", "2", "--init-from", source,
+                              "--out", str(tmp_path / "b"), *FAST], capsys)
+    assert code == 2 and "cannot be initialised from another run" in err, err
+    assert not (tmp_path / "b").exists() or not any((tmp_path / "b").iterdir())
 
 
 def test_export_rewrites_a_format(tmp_path, capsys):

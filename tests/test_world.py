@@ -87,3 +87,12 @@ def test_world_captions_and_vocabulary():
         assert set(cap.replace(",", " ").split()) <= vocab
     assert {"front", "side", "back", "overhead", "view", "house"} <= vocab
     assert world.canonical_caption("cube", "red") == "a red cube"
+
+
+def test_unknown_words_are_reported_and_known_prompts_pass():
+    from studio.models import embedded_prompt_warning
+
+    assert embedded_prompt_warning("a red cube, front view") is None
+    assert embedded_prompt_warning("A Grey Donut") is None  # synonyms and case
+    msg = embedded_prompt_warning("a ceramic mug")
+    assert "'ceramic', 'mug'" in msg and "torus" in msg and "purple" in msg and "--model" in msg

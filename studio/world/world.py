@@ -61,3 +61,17 @@ class World:
         for text in texts:
             words.update(re.findall(r"[a-z]+", text.replace("{color}", " ").replace("{shape}", " ").lower()))
         return sorted(words)
+
+    def unknown_words(self, prompt: str) -> list[str]:
+        """Words of `prompt` that no caption of this world contains (lower case, in prompt order, no repeats)."""
+        known = set(self.vocabulary())
+        seen: list[str] = []
+        for w in re.findall(r"[a-z]+", prompt.lower()):
+            if w not in known and w not in seen:
+                seen.append(w)
+        return seen
+
+    def describe(self) -> str:
+        """One line naming the shapes and colours, e.g. for a warning."""
+        return f"shapes: {', '.join(self.shapes)}; colours: {', '.join(self.colors)}"
+
