@@ -46,6 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--format", required=True, choices=["glb", "obj", "ply"])
     e.add_argument("--out", type=Path, help="file to write (default: RUN_DIR/asset.<format>)")
     e.add_argument("--resolution", type=int, default=None, help="mesh extraction grid (default: the run's)")
+
+    from .bench.cli import add_parser as add_bench_parser
+
+    add_bench_parser(sub)
     return parser
 
 
@@ -105,7 +109,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"generate": cmd_generate, "batch": cmd_batch, "export": cmd_export}
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench.cli import main as bench_main
+
+    return bench_main(args)
+
+
+COMMANDS = {"generate": cmd_generate, "batch": cmd_batch, "export": cmd_export, "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,8 @@
-"""3D quality against the world's ground truth: occupancy IoU (best over yaw), surface colour.
+"""3D quality against the world's ground truth: occupancy IoU (best over yaw), Chamfer distance, silhouette
+IoU over held-out views, foreground colour error (CIEDE2000) and a multi-face ("Janus") score.
 
-Used by benchmarks/bench_embedded_3d.py and the quality regression test.
+Ground truth and result are aligned by the yaw found by `best_yaw_iou`: the result at point p is compared with
+the true object at rotate_y(p, yaw). Used by `studio bench quality` and benchmarks/bench_embedded_3d.py.
 """
 from __future__ import annotations
 
@@ -9,8 +11,12 @@ import math
 import numpy as np
 import torch
 
+from representations.cameras import Cameras, orbit_cameras
 from representations.extract import choose_level, sample_volume
 from representations.mesh import Mesh
+from representations.shading import Shading, front_light
+
+LUMA = torch.tensor([0.299, 0.587, 0.114])
 
 
 def grid_points(resolution: int, bound: float) -> torch.Tensor:
@@ -64,3 +70,131 @@ def mean_surface_color(mesh: Mesh) -> np.ndarray | None:
 def nearest_color(rgb: np.ndarray, palette: dict[str, tuple[float, float, float]]) -> str:
     """Name of the palette colour nearest to `rgb` (Euclidean in RGB)."""
     return min(palette, key=lambda k: float(np.sum((np.asarray(palette[k]) - rgb) ** 2)))
+
+
+def yaw_matrix(yaw_deg: float) -> torch.Tensor:
+    """[4, 4] homogeneous rotation about +Y (the rotation that `rotate_y` applies)."""
+    a = math.radians(yaw_deg)
+    c, s = math.cos(a), math.sin(a)
+    return torch.tensor([[c, 0.0, s, 0.0], [0.0, 1.0, 0.0, 0.0], [-s, 0.0, c, 0.0], [0.0, 0.0, 0.0, 1.0]])
+
+
+def object_frame(cams: Cameras, yaw_deg: float) -> Cameras:
+    """The same views expressed in the true object's frame (the result at p matches the object at R p)."""
+    return Cameras(yaw_matrix(yaw_deg).to(cams.c2w) @ cams.c2w, cams.fov_y, cams.height, cams.width)
+
+
+def eval_cameras(size: int = 64, n: int = 8) -> Cameras:
+    """2n held-out views: two rings (elevation 10 and 35 degrees), azimuths offset from the preview ring."""
+    az = torch.arange(n, dtype=torch.float32) * (360.0 / n) + 180.0 / n
+    az = torch.cat([az, az]) % 360
+    az = torch.where(az > 180, az - 360, az)
+    el = torch.cat([torch.full((n,), 10.0), torch.full((n,), 35.0)])
+    return orbit_cameras(az, el, torch.full((2 * n,), 2.6), torch.full((2 * n,), 47.5), size, size)
+
+
+@torch.no_grad()
+def render_albedo(scene, cams: Cameras, chunk: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+    """(albedo [B, 3, H, W] over white, alpha [B, 1, H, W]) of a representation, unlit."""
+    rgb, alpha = [], []
+    for i in range(0, len(cams), chunk):
+        c = cams[i:i + chunk]
+        out = scene.render(c, Shading(front_light(c.position), "albedo"))
+        rgb.append(out.rgb.float().cpu())
+        alpha.append(out.alpha.float().cpu())
+    return torch.cat(rgb), torch.cat(alpha)
+
+
+def truth_albedo(obj, color: tuple[float, float, float], cams: Cameras) -> tuple[torch.Tensor, torch.Tensor]:
+    """(albedo [B, 3, H, W] over white, alpha [B, 1, H, W]) of a world object, unlit."""
+    from studio.world.render import render_object
+
+    out = render_object(obj, color, cams, Shading(front_light(cams.position), "albedo"))
+    return out.rgb, out.alpha
+
+
+def mask_iou(a: torch.Tensor, b: torch.Tensor) -> float:
+    """IoU of two boolean masks of any (equal) shape; 0 when both are empty."""
+    union = (a | b).sum().item()
+    return (a & b).sum().item() / union if union else 0.0
+
+
+def mean_foreground(rgb: torch.Tensor, alpha: torch.Tensor, thresh: float = 0.5) -> torch.Tensor | None:
+    """[3] mean colour of the pixels whose alpha exceeds `thresh` (None if there are none)."""
+    mask = alpha[:, 0] > thresh
+    if not mask.any():
+        return None
+    return rgb.permute(0, 2, 3, 1)[mask].mean(0)
+
+
+def surface_points(mesh: Mesh, n: int = 4096, seed: int = 0) -> np.ndarray:
+    """[n, 3] points sampled uniformly (by area) on a mesh's surface."""
+    v, f = mesh.vertices.astype(np.float64), mesh.faces
+    area = 0.5 * np.linalg.norm(np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]]), axis=1)
+    rng = np.random.default_rng(seed)
+    tri = rng.choice(len(f), size=n, p=area / area.sum())
+    u, w = rng.random((2, n))
+    flip = u + w > 1
+    u[flip], w[flip] = 1 - u[flip], 1 - w[flip]
+    a, b, c = v[f[tri, 0]], v[f[tri, 1]], v[f[tri, 2]]
+    return a + u[:, None] * (b - a) + w[:, None] * (c - a)
+
+
+def truth_surface(obj, n: int = 4096, resolution: int = 96, bound: float = 1.0, seed: int = 0) -> np.ndarray:
+    """[n, 3] points on a world object's surface (marching cubes of its SDF, then area sampling)."""
+    from skimage.measure import marching_cubes as mc
+
+    pts = grid_points(resolution, bound)
+    sdf = obj.sdf(pts).reshape(resolution + 1, resolution + 1, resolution + 1).numpy()
+    spacing = 2 * bound / resolution
+    verts, faces, _, _ = mc(sdf, 0.0, spacing=(spacing,) * 3)
+    return surface_points(Mesh(verts - bound, faces.astype(np.int64)), n, seed)
+
+
+def chamfer(a: np.ndarray, b: np.ndarray, chunk: int = 2048) -> float:
+    """Symmetric Chamfer distance: mean nearest-neighbour distance a->b plus b->a (world units)."""
+    ta, tb = torch.from_numpy(a).float(), torch.from_numpy(b).float()
+
+    def one_way(x: torch.Tensor, y: torch.Tensor) -> float:
+        exact = "donot_use_mm_for_euclid_dist"  # no |x|^2 - 2xy + |y|^2 cancellation: identical sets give 0
+        return torch.cat([torch.cdist(x[i:i + chunk], y, compute_mode=exact).min(1).values
+                          for i in range(0, len(x), chunk)]).mean().item()
+
+    return one_way(ta, tb) + one_way(tb, ta)
+
+
+def door_score(rgb: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """[B] fraction of foreground pixels darker than 0.55 x the median foreground luminance (the house's door).
+
+    rgb [B, 3, H, W] in [0, 1], mask [B, H, W] bool foreground."""
+    lum = (rgb * LUMA.to(rgb)[:, None, None]).sum(1)
+    out = []
+    for l, m in zip(lum, mask):
+        v = l[m]
+        out.append((v < 0.55 * v.median()).float().mean() if v.numel() > 20 else torch.tensor(0.0))
+    return torch.stack(out)
+
+
+def front_count(visible: list[bool]) -> int:
+    """Number of separate runs of True in a circular sequence (all True counts as 1)."""
+    n = len(visible)
+    if all(visible):
+        return 1
+    return sum(1 for i in range(n) if visible[i] and not visible[i - 1])
+
+
+def multi_face_score(scene, obj, color, views: int = 12, size: int = 64) -> dict:
+    """How many fronts (doors) the result shows around a low orbit, with the threshold set on the truth.
+
+    The true object shows exactly 1; a Janus result shows 2 or more; 0 means no front at all."""
+    az = torch.arange(views, dtype=torch.float32) * (360.0 / views)
+    full = lambda v: torch.full((views,), float(v))  # noqa: E731
+    cams = orbit_cameras(torch.where(az > 180, az - 360, az), full(8.0), full(2.6), full(47.5), size, size)
+    rgb, alpha = render_albedo(scene, cams)
+    t_rgb, t_alpha = truth_albedo(obj, color, cams)
+    truth = door_score(t_rgb, t_alpha[:, 0] > 0.5)
+    thresh = 0.5 * truth.max().item()
+    pred = door_score(rgb, alpha[:, 0] > 0.5)
+    return {"fronts": front_count([bool(x) for x in pred > thresh]),
+            "fronts_truth": front_count([bool(x) for x in truth > thresh])}
+

@@ -1,0 +1,195 @@
+"""`studio bench quality`: every representation x distillation (PGC on/off) on captions of the world, measured
+against the true 3D object.
+
+Each job is one ordinary studio run (`studio.run.run`, the preset's settings, a fixed seed) followed by
+`evaluate_run`. Results are appended to OUT/results.jsonl as each job ends, so an interrupted benchmark resumes
+where it stopped; the summary (CSV, JSON, markdown, a plot) is rewritten after every job.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+QUICK_CAPTIONS = [("cube", "red"), ("sphere", "blue"), ("cone", "green"), ("torus", "yellow"),
+                  ("cylinder", "purple"), ("house", "orange")]
+"""--quick: one caption per combination, cycled through this list (covers every shape)."""
+FULL_COLORS = ["red", "blue"]
+"""Full run: every shape of the world in each of these colours."""
+
+
+@dataclass(frozen=True)
+class QualityJob:
+    """One generation to measure."""
+
+    representation: str
+    """Registry key of the representation."""
+    distillation: str
+    """Registry key of the distillation loss."""
+    pgc: bool
+    """Pixel-wise gradient clipping on or off."""
+    shape: str
+    """World shape named in the caption (the ground truth)."""
+    color: str
+    """World colour named in the caption."""
+    seed: int = 0
+    """Run seed."""
+
+    @property
+    def key(self) -> str:
+        pgc = "pgc" if self.pgc else "nopgc"
+        return f"{self.representation}/{self.distillation}/{pgc}/{self.color}-{self.shape}/s{self.seed}"
+
+    @property
+    def combination(self) -> str:
+        return f"{self.representation} + {self.distillation}" + ("" if self.pgc else " (no PGC)")
+
+
+def plan_jobs(quick: bool, representations: list[str], distillations: list[str], pgc: list[bool],
+              seeds: list[int], shapes: list[str]) -> list[QualityJob]:
+    """The benchmark's jobs: quick = one caption per combination (cycled), full = every shape x FULL_COLORS."""
+    combos = [(r, d, p) for r in representations for d in distillations for p in pgc]
+    jobs = []
+    for i, (r, d, p) in enumerate(combos):
+        captions = [QUICK_CAPTIONS[i % len(QUICK_CAPTIONS)]] if quick else [(s, c) for s in shapes for c in FULL_COLORS]
+        jobs += [QualityJob(r, d, p, s, c, seed) for s, c in captions for seed in seeds]
+    return jobs
+
+
+def job_config(job: QualityJob, preset: str | None, steps: int | None, model: str, overrides: list[str]):
+    """The RunConfig of a job: preset, then the job's choices, then explicit overrides."""
+    from studio.config import build_config, preset_layer
+    from studio.world import World
+
+    layers = [preset_layer(preset)] if preset else []
+    flags: dict = {"prompt": World.load().canonical_caption(job.shape, job.color), "seed": job.seed,
+                   "representation": {"kind": job.representation}, "distillation": {"kind": job.distillation},
+                   "pgc": {"enabled": job.pgc}, "guidance": {"model": model}}
+    if steps:
+        flags["steps"] = steps
+    return build_config([*layers, flags], overrides)
+
+
+def run_job(job: QualityJob, out: Path, preset: str | None = "fast", steps: int | None = None, model: str = "",
+            overrides: list[str] = ()) -> dict:
+    """Generate one job into `out` and measure it. Returns one result row (status 'failed' with the error
+    if the run raised)."""
+    from studio.events import Finished
+    from studio.run import run
+
+    row = {"key": job.key, "combination": job.combination, **asdict(job)}
+    try:
+        cfg = job_config(job, preset, steps, model, list(overrides))
+        reset_peak_rss()
+        t0 = time.perf_counter()
+        finished = None
+        for ev in run(cfg, out):
+            if isinstance(ev, Finished):
+                finished = ev
+        wall = time.perf_counter() - t0
+        row.update(status="finished", run_dir=str(finished.run_dir), steps=cfg.steps, wall_seconds=round(wall, 2),
+                   steps_per_second=finished.metrics["steps_per_second"], peak_rss_mb=peak_rss_mb())
+        row.update(evaluate_run(finished.run_dir, job.shape, job.color))
+    except Exception as e:  # noqa: BLE001 - one failing combination must not stop the benchmark
+        row.update(status="failed", error=f"{type(e).__name__}: {e}")
+    return row
+
+
+def evaluate_run(run_dir: Path, shape: str, color: str, resolution: int = 64) -> dict:
+    """Quality of a finished run against the world's `shape` in `color` (see studio/quality.py)."""
+    import torch
+
+    from studio import quality as q
+    from studio.color import delta_e_rgb
+    from studio.reexport import load_scene
+    from studio.world import World, get_object
+
+    world = World.load()
+    cfg, scene = load_scene(run_dir)
+    obj, rgb_true = get_object(shape), world.colors[color]
+    occ = q.scene_occupancy(scene, resolution)
+    if occ is None:
+        return {"empty": True, "iou": 0.0}
+    ious = {s: q.best_yaw_iou(occ, get_object(s), resolution, cfg.representation.bound)[0] for s in world.shapes}
+    iou, yaw = q.best_yaw_iou(occ, obj, resolution, cfg.representation.bound, yaw_steps=72)
+    cams = q.eval_cameras()
+    rgb, alpha = q.render_albedo(scene, cams)
+    t_rgb, t_alpha = q.truth_albedo(obj, rgb_true, q.object_frame(cams, yaw))
+    sil = q.mask_iou(alpha > 0.5, t_alpha > 0.5)
+    fg, fg_true = q.mean_foreground(rgb, alpha), q.mean_foreground(t_rgb, t_alpha)
+    delta_e = float(delta_e_rgb(fg, fg_true)) if fg is not None else float("nan")
+    with torch.no_grad():
+        mesh = scene.extract_mesh(96)
+    chamfer = float("nan")
+    if not mesh.is_empty:
+        truth_pts = q.rotate_y(torch.from_numpy(q.truth_surface(obj)).float(), -yaw * 3.141592653589793 / 180)
+        chamfer = q.chamfer(q.surface_points(mesh), truth_pts.double().numpy())
+    row = {"empty": False, "iou": round(iou, 4), "yaw_deg": yaw,
+           "iou_best_other": round(max(v for k, v in ious.items() if k != shape), 4),
+           "shape_judged": max(ious, key=ious.get), "chamfer": round(chamfer, 4),
+           "silhouette_iou": round(sil, 4), "delta_e": round(delta_e, 2)}
+    if shape == "house":
+        row.update(q.multi_face_score(scene, obj, rgb_true))
+    return row
+
+
+def reset_peak_rss() -> None:
+    """Reset the kernel's peak-RSS counter of this process (Linux); a no-op elsewhere."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory since the last reset, in MB (VmHWM on Linux, ru_maxrss elsewhere)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def read_results(path: Path) -> list[dict]:
+    """Rows of a results.jsonl (empty list if it does not exist)."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def run_quality(jobs: list[QualityJob], out: Path, preset: str | None, steps: int | None, model: str,
+                overrides: list[str], on_row=print) -> list[dict]:
+    """Run the jobs not yet in OUT/results.jsonl, appending each row as it ends; returns all rows."""
+    out.mkdir(parents=True, exist_ok=True)
+    results = out / "results.jsonl"
+    rows = read_results(results)
+    done = {r["key"] for r in rows if r.get("status") == "finished"}
+    for i, job in enumerate(jobs):
+        if job.key in done:
+            continue
+        row = run_job(job, out / "runs", preset, steps, model, overrides)
+        rows = [r for r in rows if r["key"] != job.key] + [row]
+        with results.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        on_row(f"[{i + 1}/{len(jobs)}] {summary_line(row)}")
+    keys = {j.key for j in jobs}
+    return [r for r in _latest(rows) if r["key"] in keys]
+
+
+def summary_line(row: dict) -> str:
+    if row["status"] != "finished":
+        return f"{row['key']}: {row['status']} ({row.get('error', '')})"
+    return (f"{row['key']}: IoU {row['iou']:.2f} (best other {row.get('iou_best_other', 0):.2f}), "
+            f"dE {row.get('delta_e', float('nan')):.1f}, {row['wall_seconds']:.0f} s")
+
+
+def _latest(rows: list[dict]) -> list[dict]:
+    by_key: dict[str, dict] = {}
+    for r in rows:
+        by_key[r["key"]] = r
+    return list(by_key.values())
