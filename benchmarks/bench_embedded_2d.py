@@ -23,10 +23,10 @@ from PIL import Image
 
 from representations.shading import Shading, light_near_camera
 from studio.sampling import CameraConfig, sample_cameras
+from studio.quality import door_score  # noqa: F401 - shared with the 3D benchmark
 from studio.world import World, get_object
 from studio.world.render import render_object
 
-LUM = torch.tensor([0.299, 0.587, 0.114])
 
 
 def foreground(rgb: torch.Tensor, thresh: float = 0.25) -> torch.Tensor:
@@ -41,16 +41,6 @@ def fg_mean(rgb: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """[B, 3] mean colour over the mask."""
     m = mask[:, None].float()
     return (rgb * m).sum((2, 3)) / m.sum((2, 3)).clamp(min=1)
-
-
-def door_score(rgb: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """[B] fraction of foreground pixels darker than 0.55 x the median foreground luminance."""
-    lum = (rgb * LUM[:, None, None]).sum(1)
-    out = []
-    for l, m in zip(lum, mask):
-        v = l[m]
-        out.append(((v < 0.55 * v.median()).float().mean() if v.numel() > 20 else torch.tensor(0.0)))
-    return torch.stack(out)
 
 
 def silhouette_bank(world: World, per_shape: int = 300, seed: int = 123) -> torch.Tensor:

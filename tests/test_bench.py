@@ -151,3 +151,18 @@ def test_bench_quality_end_to_end_writes_tables_and_resumes(tmp_path, capsys, mo
     capsys.readouterr()
     assert main(args) == 0  # resumes: the finished job is not run again
     assert len((tmp_path / "q" / "results.jsonl").read_text().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_regression_slice_nerf_sds_red_cube_with_the_embedded_model(tmp_path):
+    """The quality benchmark's smallest slice: a change that breaks generation (wrong gradient sign, lost
+    colour, an empty scene) fails here. Thresholds are loose: 120 steps measured IoU 0.56 (best other shape
+    0.53), silhouette IoU 0.72, ΔE00 7.4; a broken or random gradient gives ΔE00 ≈ 38 and silhouette ≈ 0.6."""
+    job = bq.QualityJob(representation="nerf", distillation="sds", pgc=True, shape="cube", color="red", seed=0)
+    row = bq.run_job(job, tmp_path, preset="fast", steps=120, model="",
+                     overrides=["export.turntable_frames=0", "export.mesh_resolution=48"])
+    assert row["status"] == "finished", row.get("error")
+    assert not row["empty"]
+    assert row["iou"] > 0.4
+    assert row["silhouette_iou"] > 0.6
+    assert row["delta_e"] < 20.0  # red, not some other colour
