@@ -8,7 +8,8 @@ UNet passes, and VSD's LoRA step) + the backward to the image. "evals" = UNet ev
 inversion-based losses vary with t). Budget = evals × one UNet evaluation (measured on the same batch, no_grad);
 for VSD the LoRA step's forward counts as one evaluation and its backward is added as measured separately.
 `ratio` = step / budget; `ratio − VAE` = (step − VAE encode forward+backward) / budget: the bookkeeping cost.
-VSD runs last, since its adapters stay (disabled) in the UNet.
+VSD runs last, since its adapters stay (disabled) in the UNet. The UNet and VAE times are re-measured right
+before each loss, so a drifting load on a shared machine biases the ratios less.
 """
 from __future__ import annotations
 
@@ -79,10 +80,11 @@ def bench(model: str, steps: int, resolution: int) -> list[dict]:
     images = torch.rand(1, 3, resolution, resolution, device=guidance.device)
     cond, uncond = guidance.encode_text(["a red cube, front view"]), guidance.encode_text([""])
     c2w = torch.eye(4, device=guidance.device)[None]
-    unet = unet_eval_seconds(guidance, 3 * steps)
-    vae = vae_seconds(guidance, images, steps)
     rows = []
     for kind in ORDER:
+        # measured again next to each loss: on a shared machine the load drifts during the benchmark
+        unet = unet_eval_seconds(guidance, 2 * steps)
+        vae = vae_seconds(guidance, images, steps)
         cls = distillation.get(kind)
         loss = cls(cls.Config(), guidance, total_steps=steps)
         evals: list[float] = []

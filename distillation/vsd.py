@@ -113,7 +113,7 @@ class VSD(Distillation):
         for p in self.lora_params:
             p.data = p.data.float()  # adapters train in fp32 even when the UNet runs in fp16
         unet.disable_adapters()
-        self.camera = CameraEmbedding(unet.config.block_out_channels[0] * 4).to(guidance.device)
+        self.camera = CameraEmbedding(unet.time_embedding.linear_2.out_features).to(guidance.device)
         params = self.lora_params + list(self.camera.parameters())
         self.optimizer = torch.optim.AdamW(params, lr=cfg.lora_lr)
 
