@@ -9,6 +9,10 @@ import importlib
 
 REGISTRY: dict[str, str] = {
     "sds": "distillation.sds:SDS",
+    "vsd": "distillation.vsd:VSD",
+    "csm": "distillation.csm:CSM",
+    "ism": "distillation.ism:ISM",
+    "tsm": "distillation.tsm:TSM",
 }
 
 

@@ -232,10 +232,12 @@ class Guidance:
         return self.add_noise(x0, eps, t_to)
 
     # ---- noise prediction -------------------------------------------------------------------------------
-    def predict_eps(self, x_t: Tensor, t: Tensor, embeds: TextEmbeds, class_labels: Tensor | None = None) -> Tensor:
-        """ε [B, C, h, w] predicted for x_t [B, C, h, w] at t [B] (v-prediction converted to ε).
+    def model_output(self, x_t: Tensor, t: Tensor, embeds: TextEmbeds, class_labels: Tensor | None = None) -> Tensor:
+        """The UNet's raw output [B, C, h, w] for x_t [B, C, h, w] at t [B] (ε or v, per `prediction_type`).
 
         Gradients flow if the caller allows them (no implicit no_grad). embeds with one row are broadcast.
+        class_labels [B, K]: passed to the UNet's class embedding (only meaningful if one is attached, e.g. VSD's
+        camera embedding).
         """
         b = x_t.shape[0]
         t = t.to(self.device).long().expand(b) if t.ndim == 0 else t.to(self.device).long()
@@ -247,12 +249,30 @@ class Guidance:
             size = float(self.native_resolution)
             time_ids = torch.tensor([size, size, 0.0, 0.0, size, size], device=self.device, dtype=self.dtype)
             added = {"text_embeds": pooled.to(self.device, self.dtype), "time_ids": time_ids.expand(b, 6)}
-        out = self.unet(x_t.to(self.device, self.dtype), t, encoder_hidden_states=hidden.to(self.device, self.dtype),
-                        class_labels=class_labels, added_cond_kwargs=added).sample
+        if class_labels is not None:
+            class_labels = class_labels.to(self.device)  # the class embedding casts to its own dtype
+        return self.unet(x_t.to(self.device, self.dtype), t, encoder_hidden_states=hidden.to(self.device, self.dtype),
+                         class_labels=class_labels, added_cond_kwargs=added).sample
+
+    def predict_eps(self, x_t: Tensor, t: Tensor, embeds: TextEmbeds, class_labels: Tensor | None = None) -> Tensor:
+        """ε [B, C, h, w] predicted for x_t [B, C, h, w] at t [B] (v-prediction converted to ε).
+
+        Gradients flow if the caller allows them (no implicit no_grad). embeds with one row are broadcast.
+        """
+        out = self.model_output(x_t, t, embeds, class_labels)
         if self.prediction_type == "v_prediction":
+            t = t.expand(x_t.shape[0]) if t.ndim == 0 else t
             a = _expand(self.alpha_bar(t), out)
-            out = a.sqrt() * out.float() + (1 - a).sqrt() * x_t.float()
+            out = a.sqrt() * out.float() + (1 - a).sqrt() * x_t.float().to(out.device)
         return out.to(x_t.dtype)
+
+    def training_target(self, x0: Tensor, noise: Tensor, t: Tensor) -> Tensor:
+        """What `model_output` is trained to predict for x_t = add_noise(x0, noise, t): the noise (epsilon models)
+        or v = √ᾱ_t·noise − √(1−ᾱ_t)·x0 (v-prediction models); [B, C, h, w] float32."""
+        if self.prediction_type == "epsilon":
+            return noise.float()
+        a = _expand(self.alpha_bar(t), x0)
+        return a.sqrt() * noise.float() - (1 - a).sqrt() * x0.float()
 
     def predict_eps_cfg(self, x_t: Tensor, t: Tensor, cond: TextEmbeds, uncond: TextEmbeds,
                         class_labels: Tensor | None = None) -> tuple[Tensor, Tensor]:

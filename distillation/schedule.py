@@ -87,3 +87,17 @@ def weight(name: str, alpha_bar: Tensor) -> Tensor:
     if name == "fantasia":
         return alpha_bar.sqrt() * (1.0 - alpha_bar)
     return ((1.0 - alpha_bar) / alpha_bar).sqrt()
+
+
+def interval_timesteps(batch: int, t_min: float, t_max: float, delta: int, num_train_timesteps: int,
+                       device: torch.device | str | None = None,
+                       generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    """ISM / TSM's pair of timesteps: (t [batch], s [batch]) long, s = max(t − delta, 0).
+
+    One t ~ U{int(t_min·T) ..= int(t_max·T)} is drawn for the whole batch (as LucidDreamer's code does), so the
+    DDIM inversion to s takes the same number of UNet evaluations for every image.
+    """
+    if delta < 0:
+        raise ValueError(f"interval delta must be >= 0 (got {delta})")
+    t = sample_timesteps(1, t_min, t_max, num_train_timesteps, device=device, generator=generator).expand(batch)
+    return t, (t - int(delta)).clamp(min=0)

@@ -41,3 +41,21 @@ def load_meta(folder: Path) -> dict:
 
 def _cpu(state: dict) -> dict:
     return {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+
+
+def load_distillation_state(folder: Path, distill) -> None:
+    """Restore a distillation's own trainable state (e.g. VSD's LoRA, camera embedding and optimizer moments)
+    from a checkpoint folder written by `save_checkpoint`, so a resumed run continues where it stopped.
+
+    ValueError (naming the folder) if the checkpoint holds no state for a loss that has some, e.g. it was
+    written by a run with another distillation kind.
+    """
+    state = load_file(str(Path(folder) / "distillation.safetensors"))
+    state.pop("_empty", None)
+    if not distill.state_tensors():
+        return
+    try:
+        distill.load_state_tensors(state)
+    except KeyError as e:
+        raise ValueError(f"{folder}: the checkpoint has no {e.args[0]!r} for distillation "
+                         f"{distill.cfg.kind!r}; was it written by a run with another distillation?") from None
