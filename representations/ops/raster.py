@@ -37,6 +37,8 @@ _W_EPS = 1e-6
 _PAIR_CHUNK = 1 << 22
 """Maximum (triangle, pixel) candidate pairs tested at once (bounds memory to ~200 MB)."""
 _DEPTH_BITS = 31
+_WALK = 3
+"""Triangles `antialias` walks through from a pixel towards its neighbour looking for the silhouette edge."""
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -256,6 +258,8 @@ def antialias(
     from the nearer centre. The pixel on the far side of the edge's crossing is blended by the length of the
     segment the other surface covers inside it (1D box coverage): the farther pixel gets
     (t - 1/2) (front - back) when t > 1/2, the nearer one (1/2 - t) (back - front) when t < 1/2.
+    Triangles can be smaller than a pixel, so the search walks from the nearer pixel's triangle through
+    its neighbours along the segment (up to 3 triangles) until it crosses a silhouette edge.
     The result is continuous in the vertex positions, and d(out)/d(pos) flows through t.
     """
     if backend == "auto":
@@ -304,30 +308,44 @@ def antialias(
 
         fx, fy = centre(f)
         gx, gy = centre(g)
-        nb = topology[face]  # [P, 3]
-        nb_face = torch.where(nb >= 0, facing[b[:, None], nb.clamp(min=0)], ~facing[b, face][:, None])
-        silhouette = (nb < 0) | (nb_face != facing[b, face][:, None])  # [P, 3]
-    # screen-space edge endpoints (differentiable), in pixel-centre coordinates
-    ends = tri[face]  # [P, 3]
-    p = pos[b[:, None], ends]  # [P, 3, 4]
-    w = p[..., 3].clamp(min=_W_EPS)
-    sx = (p[..., 0] / w + 1.0) * (0.5 * W) - 0.5
-    sy = (p[..., 1] / w + 1.0) * (0.5 * H) - 0.5
-    ax, ay = sx, sy
-    cx, cy = sx[:, [1, 2, 0]], sy[:, [1, 2, 0]]
-    ex, ey = cx - ax, cy - ay  # edge vectors [P, 3]
-    dx, dy = (gx - fx)[:, None], (gy - fy)[:, None]  # segment f -> g (unit length, axis-aligned)
-    denom = dx * ey - dy * ex
-    rx, ry = ax - fx[:, None], ay - fy[:, None]
-    safe = torch.where(denom.abs() > 1e-12, denom, torch.ones_like(denom))
-    t = (rx * ey - ry * ex) / safe  # along f -> g
-    s = (rx * dy - ry * dx) / safe  # along the edge
-    with torch.no_grad():
-        hit = silhouette & (denom.abs() > 1e-12) & (t >= 0) & (t <= 1) & (s >= 0) & (s <= 1)
-        any_hit = hit.any(-1)
-        which = hit.float().argmax(-1)
-    sel = any_hit.nonzero().squeeze(1)
-    t = t[sel, which[sel]]
+        # walk from the nearer pixel's triangle along the segment f -> g (at most _WALK triangles), to the
+        # first silhouette edge it crosses: with triangles smaller than a pixel the outline triangle may not
+        # be the one seen at f
+        g_bg = tid.reshape(-1)[g] < 0
+        P = f.shape[0]
+        cur, prev = face, torch.full_like(face, -1)
+        found_face = torch.full_like(face, -1)
+        found_edge = torch.zeros_like(face)
+        last_face, last_edge = torch.full_like(face, -1), torch.zeros_like(face)
+        alive = torch.ones(P, dtype=torch.bool, device=face.device)
+        rows = torch.arange(P, device=face.device)
+        for _ in range(_WALK):
+            t, s_, ok = _crossings(pos.detach(), tri, b, cur, fx, fy, gx, gy, H, W)
+            nb = topology[cur]  # [P, 3]
+            cross = ok & (t >= 0) & (t <= 1) & (s_ >= 0) & (s_ <= 1) & ((nb != prev[:, None]) | (prev[:, None] < 0))
+            has = cross.any(-1) & alive
+            edge = cross.float().argmax(-1)
+            nxt = nb[rows, edge]
+            facing_cur = facing[b, cur]
+            nxt_facing = torch.where(nxt >= 0, facing[b, nxt.clamp(min=0)], ~facing_cur)
+            # silhouette: open boundary, or the neighbour faces the other way in this view
+            sil = (nxt < 0) | (nxt_facing != facing_cur)
+            take = has & sil & (found_face < 0)
+            found_face = torch.where(take, cur, found_face)
+            found_edge = torch.where(take, edge, found_edge)
+            last_face = torch.where(has, cur, last_face)
+            last_edge = torch.where(has, edge, last_edge)
+            alive = has & ~sil & (nxt >= 0)
+            prev, cur = cur, torch.where(alive, nxt, cur)
+            if not bool(alive.any()):
+                break
+        # walk too short but background behind: the last edge crossed is the best stand-in for the outline
+        fallback = (found_face < 0) & g_bg & (last_face >= 0)
+        found_face = torch.where(fallback, last_face, found_face)
+        found_edge = torch.where(fallback, last_edge, found_edge)
+        sel = (found_face >= 0).nonzero().squeeze(1)
+    t, _, _ = _crossings(pos, tri, b[sel], found_face[sel], fx[sel], fy[sel], gx[sel], gy[sel], H, W)
+    t = t.gather(1, found_edge[sel, None]).squeeze(1)
     f, g = f[sel], g[sel]
     flat = color.reshape(-1, C)
     cf, cg = flat[f], flat[g]
@@ -337,6 +355,24 @@ def antialias(
     delta = torch.where(far_side[:, None], cf - cg, cg - cf) * wgt
     out = flat.index_add(0, target, delta.to(flat.dtype))
     return out.view(B, H, W, C)
+
+
+def _crossings(
+    pos: Tensor, tri: Tensor, b: Tensor, face: Tensor, fx: Tensor, fy: Tensor, gx: Tensor, gy: Tensor, H: int, W: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Where the 3 edges of triangle `face` [P] (view `b` [P]) cross the pixel-centre segment (fx, fy) ->
+    (gx, gy) [P]: (t [P, 3] along the segment, s [P, 3] along the edge i -> i+1, ok [P, 3] not parallel)."""
+    p = pos[b[:, None], tri[face]]  # [P, 3, 4]
+    w = p[..., 3].clamp(min=_W_EPS)
+    ax = (p[..., 0] / w + 1.0) * (0.5 * W) - 0.5
+    ay = (p[..., 1] / w + 1.0) * (0.5 * H) - 0.5
+    ex, ey = ax[:, [1, 2, 0]] - ax, ay[:, [1, 2, 0]] - ay
+    dx, dy = (gx - fx)[:, None], (gy - fy)[:, None]
+    denom = dx * ey - dy * ex
+    ok = denom.abs() > 1e-12
+    safe = torch.where(ok, denom, torch.ones_like(denom))
+    rx, ry = ax - fx[:, None], ay - fy[:, None]
+    return (rx * ey - ry * ex) / safe, (rx * dy - ry * dx) / safe, ok
 
 
 # ---------------------------------------------------------------------------------------------------------
