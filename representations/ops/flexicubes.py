@@ -103,12 +103,14 @@ def flexicubes(
     training: split quads into 4 triangles around a midpoint (differentiable in gamma) instead of 2.
     """
     R, dev = grid.resolution, sdf.device
-    x = grid.positions.to(sdf.dtype)
-    if deform is not None:
-        x = x + 0.5 * grid.cell * torch.tanh(deform)
     inside = sdf < 0
-    corner_in = inside[grid.cube_corners]  # [C, 8]
-    case = (corner_in.long() << torch.arange(8, device=dev)).sum(-1)
+    n = R + 1
+    ins = inside.view(n, n, n).to(torch.uint8)
+    case = torch.zeros(R, R, R, dtype=torch.int64, device=dev)
+    for k in range(8):  # corner k at offset (k & 1, k >> 1 & 1, k >> 2 & 1): slices instead of a gather
+        ox, oy, oz = k & 1, (k >> 1) & 1, (k >> 2) & 1
+        case += ins[ox : ox + R, oy : oy + R, oz : oz + R].long() << k
+    case = case.view(-1)
     active = ((case != 0) & (case != 255)).nonzero().squeeze(1)  # [A]
     acase = case[active]
     grp = grid.group[acase]  # [A, 12]
@@ -117,7 +119,7 @@ def flexicubes(
     n_dual = int(cnt.sum())
     zero = sdf.sum() * 0.0
     if n_dual == 0:
-        return FlexiCubesOut(x.new_zeros(0, 3), torch.zeros(0, 3, dtype=torch.long, device=dev), zero, zero)
+        return FlexiCubesOut(sdf.new_zeros(0, 3), torch.zeros(0, 3, dtype=torch.long, device=dev), zero, zero)
 
     # crossings, one per (active cube, crossed edge)
     a_idx, e_idx = (grp >= 0).nonzero(as_tuple=True)
@@ -126,11 +128,17 @@ def flexicubes(
     ci, cj = grid.edge_corners[e_idx, 0], grid.edge_corners[e_idx, 1]
     vi, vj = grid.cube_corners[cube, ci], grid.cube_corners[cube, cj]
     si, sj = sdf[vi], sdf[vj]
+    # deformed positions, only of the grid vertices on crossed edges
+    xi, xj = grid.positions[vi].to(sdf.dtype), grid.positions[vj].to(sdf.dtype)
+    if deform is not None:
+        xi = xi + 0.5 * grid.cell * torch.tanh(deform[vi])
+        xj = xj + 0.5 * grid.cell * torch.tanh(deform[vj])
+    x = xi  # for dtype / device of new tensors below
     if alpha is not None:
         al = torch.tanh(alpha[active]) * 0.99 + 1.0  # [A, 8]
         si = si * al[a_idx, ci]
         sj = sj * al[a_idx, cj]
-    u = (si[:, None] * x[vj] - sj[:, None] * x[vi]) / (si - sj)[:, None]  # [E, 3]
+    u = (si[:, None] * xj - sj[:, None] * xi) / (si - sj)[:, None]  # [E, 3]
     if beta is not None:
         be = (torch.tanh(beta[active]) * 0.99 + 1.0)[a_idx, e_idx]  # [E]
     else:
@@ -174,8 +182,10 @@ def flexicubes(
         t13 = torch.cat([quads[:, [0, 1, 3]], quads[:, [1, 2, 3]]], dim=0)
         faces = torch.where(along02.repeat(2, 1), t02, t13)
     # drop dual vertices that no face uses (components that only touch the grid boundary)
-    used, remap = torch.unique(faces, return_inverse=True)
-    return FlexiCubesOut(verts[used], remap.view(-1, 3), l_dev, weight_l1)
+    used = torch.zeros(len(verts), dtype=torch.bool, device=dev)
+    used[faces.reshape(-1)] = True
+    remap = used.long().cumsum(0) - 1
+    return FlexiCubesOut(verts[used], remap[faces], l_dev, weight_l1)
 
 
 def _quads(grid: FlexiGrid, inside: Tensor, active: Tensor, grp: Tensor, first: Tensor) -> Tensor:
@@ -218,8 +228,9 @@ def _quads(grid: FlexiGrid, inside: Tensor, active: Tensor, grp: Tensor, first: 
 
 
 def sdf_sign_loss(grid: FlexiGrid, sdf: Tensor) -> Tensor:
-    """Scalar: BCE pushing the two SDF values of every sign-changing grid edge apart (discourages spurious
-    surfaces): mean of BCE(sigmoid(s_a), s_b > 0) + BCE(sigmoid(s_b), s_a > 0) over those edges."""
+    """Scalar: mean of BCE(sigmoid(s_a), s_b >= 0) + BCE(sigmoid(s_b), s_a >= 0) over the sign-changing grid
+    edges (a, b): pulls each value toward its neighbour's sign, so it penalises sign changes (floaters and
+    spurious internal surfaces); weight it down as the shape settles."""
     R = grid.resolution
     n = R + 1
     s = sdf.view(n, n, n)

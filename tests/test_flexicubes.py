@@ -1,0 +1,173 @@
+"""FlexiCubes extraction (representations/ops/flexicubes.py) and its generated tables, on analytic SDFs."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from representations.ops.dmc_tables import dmc_tables, edge_corners, face_cycles, face_segments
+from representations.ops.flexicubes import FlexiGrid, flexicubes, sdf_sign_loss
+
+
+def sphere(x: torch.Tensor) -> torch.Tensor:
+    return x.norm(dim=-1) - 0.6
+
+
+def box(x: torch.Tensor) -> torch.Tensor:
+    q = (x - torch.tensor([0.05, -0.03, 0.02])).abs() - torch.tensor([0.5, 0.4, 0.3])
+    return q.clamp(min=0).norm(dim=-1) + q.amax(-1).clamp(max=0)
+
+
+def torus(x: torch.Tensor) -> torch.Tensor:
+    ring = x[:, [0, 2]].norm(dim=-1) - 0.55
+    return torch.stack([ring, x[:, 1]], -1).norm(dim=-1) - 0.2
+
+
+# -------------------------------------------------------------------------------------------------------
+# tables
+# -------------------------------------------------------------------------------------------------------
+def _corner_regions(inside: list[bool]) -> int:
+    """Connected regions of equal-sign corners on the cube's surface: corners joined along cube edges, and
+    OUTSIDE corners also across ambiguous faces (the tables' rule cuts off each inside corner)."""
+    parent = list(range(8))
+
+    def find(c: int) -> int:
+        while parent[c] != c:
+            c = parent[c]
+        return c
+
+    for a, b in edge_corners():
+        if inside[a] == inside[b]:
+            parent[find(int(a))] = find(int(b))
+    for corners, _ in face_cycles():
+        s = [inside[c] for c in corners]
+        if s[0] == s[2] != s[1] == s[3]:  # ambiguous face: outside diagonal connects
+            pair = (corners[0], corners[2]) if not s[0] else (corners[1], corners[3])
+            parent[find(pair[0])] = find(pair[1])
+    return len({find(c) for c in range(8)})
+
+
+def test_tables_satisfy_their_defining_property_for_all_256_cases():
+    group, count = dmc_tables()
+    ec = edge_corners()
+    faces = face_cycles()
+    assert group.shape == (256, 12) and count.shape == (256,)
+    for case in range(256):
+        inside = [bool((case >> c) & 1) for c in range(8)]
+        crossed = np.array([inside[a] != inside[b] for a, b in ec])
+        # exactly the crossed edges belong to a component; components are numbered 0..count-1
+        assert ((group[case] >= 0) == crossed).all()
+        assert set(group[case][crossed]) == set(range(count[case]))
+        # the surface splits the cube's surface (a sphere) into regions: loops = regions - 1
+        if 0 < case < 255:
+            assert count[case] == _corner_regions(inside) - 1, case
+        else:
+            assert count[case] == 0
+        # each component is ONE closed loop: every crossed edge has exactly two zero-curve segments (one per
+        # face it lies on), both inside its own component, and the segments connect the component
+        degree = np.zeros(12, dtype=int)
+        for corners, edges in faces:
+            for a, b in face_segments(inside, corners, edges):
+                assert group[case, a] == group[case, b]
+                degree[a] += 1
+                degree[b] += 1
+        assert (degree[crossed] == 2).all() and (degree[~crossed] == 0).all()
+    assert count.max() == 4  # the most components a cube can hold
+
+
+# -------------------------------------------------------------------------------------------------------
+# extraction
+# -------------------------------------------------------------------------------------------------------
+def _check_mesh(vertices: torch.Tensor, faces: torch.Tensor, euler: int) -> None:
+    import trimesh
+
+    m = trimesh.Trimesh(vertices.detach().numpy(), faces.numpy(), process=False)
+    assert m.is_watertight  # closed, every edge shared by exactly two faces
+    assert m.is_winding_consistent
+    assert m.volume > 0  # consistently oriented OUTWARD
+    assert m.euler_number == euler
+    # manifold edges: no (undirected) edge is used by more than two faces
+    e = np.sort(m.edges, axis=1)
+    _, uses = np.unique(e, axis=0, return_counts=True)
+    assert (uses == 2).all()
+    assert np.isfinite(m.vertices).all()
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("name,fn,euler,tol", [("sphere", sphere, 2, 0.15), ("box", box, 2, 0.5), ("torus", torus, 0, 0.2)])
+def test_analytic_sdfs_give_closed_oriented_manifold_meshes_on_the_surface(name, fn, euler, tol, training):
+    grid = FlexiGrid(24, 1.0)
+    out = flexicubes(grid, fn(grid.positions), training=training)
+    assert out.faces.dtype == torch.int64 and out.vertices.shape[1] == 3
+    _check_mesh(out.vertices, out.faces, euler)
+    # every vertex lies close to the true surface (tolerance as a fraction of the cell size; with unit weights
+    # dual vertices cut the box's sharp corners by up to ~0.4 cells: the learned weights are there to fix that)
+    assert fn(out.vertices).abs().max() < tol * grid.cell
+    assert out.faces.max() == len(out.vertices) - 1  # no unused vertices
+
+
+def test_unit_weights_are_plain_dual_marching_cubes_and_weights_move_vertices():
+    grid = FlexiGrid(12, 1.0)
+    sdf = torus(grid.positions)
+    C, V = grid.num_cubes, grid.num_vertices
+    plain = flexicubes(grid, sdf, training=False)
+    zero = flexicubes(grid, sdf, torch.zeros(V, 3), torch.zeros(C, 12), torch.zeros(C, 8), torch.zeros(C), training=False)
+    assert torch.equal(plain.faces, zero.faces) and torch.allclose(plain.vertices, zero.vertices)
+    gen = torch.Generator().manual_seed(0)
+    moved = flexicubes(
+        grid, sdf, torch.randn(V, 3, generator=gen), torch.randn(C, 12, generator=gen),
+        torch.randn(C, 8, generator=gen), torch.randn(C, generator=gen), training=True,
+    )
+    assert len(moved.faces) == 2 * len(plain.faces)  # 4 triangles per quad instead of 2
+    _check_mesh(moved.vertices, moved.faces, 0)
+    # deformation stays within half a cell: vertices stay near the surface
+    assert torus(moved.vertices).abs().max() < 1.5 * grid.cell
+
+
+def test_gradients_reach_sdf_deformation_and_every_weight():
+    grid = FlexiGrid(10, 1.0)
+    C, V = grid.num_cubes, grid.num_vertices
+    sdf = sphere(grid.positions).requires_grad_(True)
+    gen = torch.Generator().manual_seed(1)
+    params = {
+        "deform": (0.3 * torch.randn(V, 3, generator=gen)).requires_grad_(True),
+        "beta": (0.3 * torch.randn(C, 12, generator=gen)).requires_grad_(True),
+        "alpha": (0.3 * torch.randn(C, 8, generator=gen)).requires_grad_(True),
+        "gamma": (0.3 * torch.randn(C, generator=gen)).requires_grad_(True),
+    }
+    out = flexicubes(grid, sdf, **params, training=True)
+    target = torch.randn(out.vertices.shape, generator=gen)
+    loss = (out.vertices * target).sum() + out.l_dev + 0.1 * out.weight_l1 + sdf_sign_loss(grid, sdf)
+    loss.backward()
+    for name, t in [("sdf", sdf)] + list(params.items()):
+        assert t.grad is not None and torch.isfinite(t.grad).all(), name
+        assert t.grad.abs().sum() > 0, name
+
+
+def test_l_dev_is_zero_for_evenly_placed_dual_vertices():
+    grid = FlexiGrid(8, 1.0)
+    plane = grid.positions[:, 2] - 0.13  # axis-aligned plane: crossings form squares around each dual vertex
+    assert flexicubes(grid, plane).l_dev.abs() < 1e-6
+    assert flexicubes(grid, sphere(grid.positions)).l_dev > 1e-4
+
+
+def test_sdf_sign_loss_penalises_sign_changes():
+    grid = FlexiGrid(6, 1.0)
+    sdf = (0.1 * sphere(grid.positions)).requires_grad_(True)
+    loss = sdf_sign_loss(grid, sdf)
+    loss.backward()
+    assert loss > 0
+    s = sdf.detach()
+    near = (s.abs() < 0.1 * grid.cell * 3)
+    # gradient descent pulls both values of a sign change toward each other's sign (towards fewer changes)
+    assert (sdf.grad[near & (s < 0)] <= 0).all() and (sdf.grad[near & (s > 0)] >= 0).all()
+    assert sdf.grad.abs().sum() > 0
+    far = torch.full((grid.num_vertices,), 1.0)
+    assert sdf_sign_loss(grid, far) == 0
+
+
+def test_empty_and_full_grids_give_empty_meshes():
+    grid = FlexiGrid(4, 1.0)
+    for value in (1.0, -1.0):
+        out = flexicubes(grid, torch.full((grid.num_vertices,), value))
+        assert out.vertices.shape == (0, 3) and out.faces.shape == (0, 3)
