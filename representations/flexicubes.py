@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from .base import RenderOut, Representation, RepresentationConfig
 from .cameras import Cameras
 from .hashgrid import HashGrid, HashGridConfig, hash_mlp
+from .nerf import _fast_adam_flags
 from .mesh import Mesh
 from .ops.flexicubes import FlexiCubesOut, FlexiGrid, flexicubes, sdf_sign_loss
 from .ops.raster import antialias, clip_from_cameras, interpolate, rasterize
@@ -95,8 +96,10 @@ class FlexiCubes(Representation):
         self._grids: dict[torch.device, FlexiGrid] = {grid.device: grid}
         self.sdf = nn.Parameter(grid.positions.norm(dim=-1) - cfg.init_radius)
         self.deform = nn.Parameter(torch.zeros(grid.num_vertices, 3))
-        self.weights = nn.Parameter(torch.zeros(grid.num_cubes, 21))
-        """Raw cube weights: columns 0-11 beta, 12-19 alpha, 20 gamma."""
+        # raw cube weights (separate tensors: slicing one [C, 21] tensor costs full-size gradient copies)
+        self.beta = nn.Parameter(torch.zeros(grid.num_cubes, 12))
+        self.alpha = nn.Parameter(torch.zeros(grid.num_cubes, 8))
+        self.gamma = nn.Parameter(torch.zeros(grid.num_cubes))
         self.encoder = HashGrid(cfg.albedo_grid, cfg.bound)
         self.layers = nn.ModuleList([nn.Linear(self.encoder.out_dim, cfg.hidden), nn.Linear(cfg.hidden, 3)])
         self.register_buffer("boundary", _boundary_mask(R), persistent=False)
@@ -104,12 +107,13 @@ class FlexiCubes(Representation):
             [
                 {"params": [self.sdf], "lr": cfg.lr_sdf},
                 {"params": [self.deform], "lr": cfg.lr_deform},
-                {"params": [self.weights], "lr": cfg.lr_weights},
+                {"params": [self.beta, self.alpha, self.gamma], "lr": cfg.lr_weights},
                 {"params": [self.encoder.table], "lr": cfg.lr_grid},
                 {"params": [p for layer in self.layers for p in layer.parameters()], "lr": cfg.lr_mlp},
             ],
             betas=(0.9, 0.99),
             eps=1e-15,
+            **_fast_adam_flags(),
         )
         self._step = 0
 
@@ -127,9 +131,8 @@ class FlexiCubes(Representation):
 
     def surface(self, training: bool | None = None) -> FlexiCubesOut:
         """The current mesh (vertices [V, 3], faces [F, 3]) and FlexiCubes' regularisers."""
-        w = self.weights
         return flexicubes(
-            self.grid(), self.closed_sdf(), self.deform, w[:, :12], w[:, 12:20], w[:, 20],
+            self.grid(), self.closed_sdf(), self.deform, self.beta, self.alpha, self.gamma,
             training=self.training if training is None else training,
         )
 
@@ -181,13 +184,14 @@ class FlexiCubes(Representation):
         """Render B views [B, *, H, W] of the extracted mesh."""
         c = self.cfg
         B, H, W = len(cams), cams.height, cams.width
-        mesh = self.surface()
+        sdf = self.closed_sdf()
+        mesh = flexicubes(self.grid(), sdf, self.deform, self.beta, self.alpha, self.gamma, training=self.training)
         verts, faces = mesh.vertices, mesh.faces
         dev, dt = verts.device, verts.dtype
         bg = torch.tensor(c.background, dtype=dt, device=dev)
         terms = {
             "flexi_dev": c.dev_weight * mesh.l_dev,
-            "flexi_sign": self.sign_weight(self._step) * sdf_sign_loss(self.grid(), self.closed_sdf()),
+            "flexi_sign": self.sign_weight(self._step) * sdf_sign_loss(self.grid(), sdf),
             "flexi_l1": c.weight_l1 * mesh.weight_l1,
         }
         if len(faces) == 0:  # nothing to draw: background, still connected to the parameters
@@ -263,8 +267,8 @@ class FlexiCubes(Representation):
         inside = ndimage.distance_transform_edt(occ) * h
         sdf = np.where(occ, -(inside - 0.5 * h), outside - 0.5 * h)
         self.sdf.copy_(torch.from_numpy(sdf.astype(np.float32)).reshape(-1).to(dev))
-        self.deform.zero_()
-        self.weights.zero_()
+        for p in (self.deform, self.beta, self.alpha, self.gamma):
+            p.zero_()
         self.optimizer.state.clear()
         self._fit_albedo(source)
 

@@ -106,13 +106,13 @@ def flexicubes(
     inside = sdf < 0
     n = R + 1
     ins = inside.view(n, n, n).to(torch.uint8)
-    case = torch.zeros(R, R, R, dtype=torch.int64, device=dev)
+    case = torch.zeros(R, R, R, dtype=torch.uint8, device=dev)
     for k in range(8):  # corner k at offset (k & 1, k >> 1 & 1, k >> 2 & 1): slices instead of a gather
         ox, oy, oz = k & 1, (k >> 1) & 1, (k >> 2) & 1
-        case += ins[ox : ox + R, oy : oy + R, oz : oz + R].long() << k
+        case |= ins[ox : ox + R, oy : oy + R, oz : oz + R] << k
     case = case.view(-1)
     active = ((case != 0) & (case != 255)).nonzero().squeeze(1)  # [A]
-    acase = case[active]
+    acase = case[active].long()
     grp = grid.group[acase]  # [A, 12]
     cnt = grid.count[acase]  # [A]
     first = cnt.cumsum(0) - cnt  # first dual vertex of each active cube
