@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from representations.ops.dmc_tables import dmc_tables, edge_corners, face_cycles, face_segments
+from representations.ops.dmc_tables import dmc_split_tables, dmc_tables, edge_corners, face_cycles, face_segments
 from representations.ops.flexicubes import FlexiGrid, flexicubes, sdf_sign_loss
 
 
@@ -73,6 +73,41 @@ def test_tables_satisfy_their_defining_property_for_all_256_cases():
                 degree[b] += 1
         assert (degree[crossed] == 2).all() and (degree[~crossed] == 0).all()
     assert count.max() == 4  # the most components a cube can hold
+
+
+def test_tunnel_split_tables_cut_exactly_one_loop_at_one_face():
+    group, count = dmc_tables()
+    twice, split_group, split_count = dmc_split_tables()
+    faces = face_cycles()
+    assert twice.any()
+    for case, f in zip(*np.nonzero(twice)):
+        inside = [bool((case >> c) & 1) for c in range(8)]
+        g = split_group[case, f]
+        assert split_count[case, f] == count[case] + 1
+        assert set(g[g >= 0]) == set(range(count[case] + 1))
+        assert ((g >= 0) == (group[case] >= 0)).all()
+        for k, (corners, edges) in enumerate(faces):
+            for a, b in face_segments(inside, corners, edges):
+                # the cut face: each segment's two edges end up in the two different halves
+                assert (g[a] != g[b]) if k == f else (g[a] == g[b])
+    # the extraction uses them when both cubes of a face are tunnels; a noisy sphere exercises it below
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_noisy_sdfs_still_give_closed_manifold_meshes(seed):
+    grid = FlexiGrid(12, 1.0)
+    gen = torch.Generator().manual_seed(seed)
+    sdf = sphere(grid.positions) + 0.15 * torch.randn(grid.num_vertices, generator=gen)
+    boundary = (grid.coords == 0).any(-1) | (grid.coords == grid.resolution).any(-1)
+    sdf = torch.where(boundary, torch.ones_like(sdf), sdf)
+    for training in (True, False):
+        out = flexicubes(grid, sdf, training=training)
+        import trimesh
+
+        m = trimesh.Trimesh(out.vertices.numpy(), out.faces.numpy(), process=False)
+        e = np.sort(m.edges, axis=1)
+        _, uses = np.unique(e, axis=0, return_counts=True)
+        assert (uses == 2).all() and m.is_winding_consistent and m.volume > 0
 
 
 # -------------------------------------------------------------------------------------------------------

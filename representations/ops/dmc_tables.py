@@ -11,6 +11,12 @@ two crossed edges pair directly; on an ambiguous face (four crossed edges, insid
 each INSIDE corner is cut off by its own segment, so the two outside corners connect across the face.
 That rule depends on the face alone, so the two cubes sharing a face always agree. The components are
 the closed loops those segments form on the cube's surface; each becomes one dual vertex.
+
+One configuration still breaks manifoldness: a loop can pass through BOTH segments of an ambiguous face
+(a tunnel through the cube). If the cubes on both sides of that face do so, the dual edge between their
+two dual vertices would be shared by four quads. `dmc_split_tables` gives, for such a (case, face), the
+loop cut into two halves at that face (each half keeps one edge of each segment there); the extraction
+uses it for one of the two cubes, which makes the two dual edges across the face ordinary (two quads each).
 """
 from __future__ import annotations
 
@@ -97,4 +103,43 @@ def dmc_tables() -> tuple[np.ndarray, np.ndarray]:
     return group, count
 
 
-__all__ = ["corner_offset", "edge_index", "edge_corners", "face_cycles", "face_segments", "dmc_tables"]
+@lru_cache(maxsize=1)
+def dmc_split_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(twice [256, 6] bool: a component of the case crosses face f (face_cycles order) through both of its
+    segments; split_group [256, 6, 12]: the case's groups with that component cut in two at face f (else a
+    copy of the plain groups); split_count [256, 6]: the number of components after the cut)."""
+    group, count = dmc_tables()
+    faces = face_cycles()
+    twice = np.zeros((256, 6), dtype=bool)
+    split_group = np.repeat(group[:, None, :], 6, axis=1).copy()
+    split_count = np.repeat(count[:, None], 6, axis=1).copy()
+    for case in range(256):
+        inside = [bool((case >> c) & 1) for c in range(8)]
+        links: dict[int, list[int]] = {}
+        all_segments = []
+        for corners, edges in faces:
+            segs = face_segments(inside, corners, edges)
+            all_segments.append(segs)
+            for a, b in segs:
+                links.setdefault(a, []).append(b)
+                links.setdefault(b, []).append(a)
+        for f, segs in enumerate(all_segments):
+            if len(segs) != 2 or group[case, segs[0][0]] != group[case, segs[1][0]]:
+                continue
+            twice[case, f] = True
+            (e1, e2), (e3, e4) = segs
+            # walk the loop from e2 away from e1 until the first edge of the other segment of face f
+            half, prev, cur = [e2], e1, e2
+            while cur not in (e3, e4):
+                nxt = links[cur][0] if links[cur][0] != prev else links[cur][1]
+                prev, cur = cur, nxt
+                half.append(cur)
+            new = int(count[case])
+            for e in half:
+                split_group[case, f, e] = new
+            split_count[case, f] = new + 1
+    return twice, split_group, split_count
+
+
+__all__ = ["corner_offset", "edge_index", "edge_corners", "face_cycles", "face_segments", "dmc_tables",
+           "dmc_split_tables"]

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .dmc_tables import dmc_tables, edge_corners, edge_index
+from .dmc_tables import dmc_split_tables, dmc_tables, edge_corners, edge_index
 
 _QUAD_RING = ((0, 0), (-1, 0), (-1, -1), (0, -1))
 """Offsets (along axis+1, axis+2) of the 4 cubes around a grid edge, counter-clockwise seen from +axis."""
@@ -63,6 +63,10 @@ class FlexiGrid:
         self.group = torch.as_tensor(group, device=self.device)
         self.count = torch.as_tensor(count, device=self.device)
         self.edge_corners = torch.as_tensor(edge_corners(), device=self.device)
+        twice, split_group, split_count = dmc_split_tables()
+        self.twice = torch.as_tensor(twice, device=self.device)
+        self.split_group = torch.as_tensor(split_group, device=self.device)
+        self.split_count = torch.as_tensor(split_count, device=self.device)
 
     @property
     def num_vertices(self) -> int:
@@ -115,6 +119,9 @@ def flexicubes(
     acase = case[active].long()
     grp = grid.group[acase]  # [A, 12]
     cnt = grid.count[acase]  # [A]
+    slot = torch.full((grid.num_cubes,), -1, dtype=torch.long, device=dev)
+    slot[active] = torch.arange(len(active), device=dev)
+    _split_tunnels(grid, acase, active, slot, grp, cnt)
     first = cnt.cumsum(0) - cnt  # first dual vertex of each active cube
     n_dual = int(cnt.sum())
     zero = sdf.sum() * 0.0
@@ -159,7 +166,7 @@ def flexicubes(
     if beta is not None:
         weight_l1 = weight_l1 + beta[active].abs().mean()
 
-    quads = _quads(grid, inside, active, grp, first)  # [Q, 4]
+    quads = _quads(grid, inside, slot, grp, first)  # [Q, 4]
     if gamma is not None:
         g_dual = torch.repeat_interleave(torch.sigmoid(gamma[active]) * 0.99 + 0.005, cnt)  # [n_dual]
     else:
@@ -188,13 +195,37 @@ def flexicubes(
     return FlexiCubesOut(verts[used], remap[faces], l_dev, weight_l1)
 
 
-def _quads(grid: FlexiGrid, inside: Tensor, active: Tensor, grp: Tensor, first: Tensor) -> Tensor:
-    """[Q, 4] dual-vertex indices of the quads of all crossed interior grid edges, outward counter-clockwise."""
+def _split_tunnels(grid: FlexiGrid, acase: Tensor, active: Tensor, slot: Tensor, grp: Tensor, cnt: Tensor) -> None:
+    """Where the cubes on both sides of an ambiguous face each have one component through both of its
+    segments, cut the lower cube's component in two at that face (dmc_split_tables); edits grp [A, 12] and
+    cnt [A] in place. Keeps every dual edge shared by exactly two quads."""
+    twice = grid.twice[acase]  # [A, 6]; face 2 * axis + side
+    if not bool(twice.any()):
+        return
+    R = grid.resolution
+    stride = (R * R, R, 1)
+    for a in range(3):
+        sel = twice[:, 2 * a + 1].nonzero().squeeze(1)
+        if len(sel) == 0:
+            continue
+        cube = active[sel]
+        coord = torch.div(cube, stride[a], rounding_mode="floor") % R
+        ok = coord < R - 1
+        sel, cube = sel[ok], cube[ok]
+        other = slot[cube + stride[a]]
+        both = (other >= 0) & twice[other.clamp(min=0), 2 * a]
+        sel = sel[both]
+        if len(sel):
+            grp[sel] = grid.split_group[acase[sel], 2 * a + 1]
+            cnt[sel] = grid.split_count[acase[sel], 2 * a + 1]
+
+
+def _quads(grid: FlexiGrid, inside: Tensor, slot: Tensor, grp: Tensor, first: Tensor) -> Tensor:
+    """[Q, 4] dual-vertex indices of the quads of all crossed interior grid edges, outward counter-clockwise.
+    slot [R^3]: row of each cube in grp [A, 12] (-1 for cubes the surface does not cross)."""
     R, dev = grid.resolution, inside.device
     n = R + 1
     ins = inside.view(n, n, n)
-    slot = torch.full((grid.num_cubes,), -1, dtype=torch.long, device=dev)
-    slot[active] = torch.arange(len(active), device=dev)
     out = []
     for a in range(3):
         u, v = (a + 1) % 3, (a + 2) % 3
