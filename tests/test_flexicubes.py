@@ -206,3 +206,89 @@ def test_empty_and_full_grids_give_empty_meshes():
     for value in (1.0, -1.0):
         out = flexicubes(grid, torch.full((grid.num_vertices,), value))
         assert out.vertices.shape == (0, 3) and out.faces.shape == (0, 3)
+
+
+# -------------------------------------------------------------------------------------------------------
+# the representation: coarse-to-fine initialisation and a two-stage run
+# -------------------------------------------------------------------------------------------------------
+class _ColouredBall:
+    """A finished 'coarse' scene with a known answer: a ball of radius 0.5 at (0.1, 0, 0), red where x > 0.1
+    and blue elsewhere. Implements what `init_from` reads: density, albedo_at and render (alpha)."""
+
+    centre = torch.tensor([0.1, 0.0, 0.0])
+
+    def __init__(self) -> None:
+        from representations.base import RepresentationConfig
+
+        self.cfg = RepresentationConfig(kind="ball")
+        self.training = False
+
+    def train(self, mode: bool = True):
+        self.training = mode
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def density(self, points: torch.Tensor) -> torch.Tensor:
+        return 20.0 * torch.sigmoid((0.5 - (points - self.centre).norm(dim=-1)) / 0.01)
+
+    def albedo_at(self, points: torch.Tensor) -> torch.Tensor:
+        red = (points[:, 0] > self.centre[0]).float()[:, None]
+        return red * torch.tensor([0.9, 0.1, 0.1]) + (1 - red) * torch.tensor([0.1, 0.1, 0.9])
+
+    def render(self, cams, shading):
+        from representations.base import RenderOut
+
+        o, d = cams.rays()
+        o = o - self.centre
+        b = (o * d).sum(-1)
+        hit = (b * b - (o * o).sum(-1) + 0.25 > 0).float()[:, None]
+        z = torch.zeros_like(hit)
+        return RenderOut(rgb=hit.expand(-1, 3, -1, -1), alpha=hit, depth=z)
+
+
+def test_init_from_turns_a_coarse_scene_into_the_sdf_and_albedo():
+    import representations
+
+    cls = representations.get("flexicubes")
+    rep = cls(cls.Config(resolution=24, init_albedo_steps=150), total_steps=10)
+    source = _ColouredBall()
+    rep.init_from(source)
+    mesh = rep.extract_mesh()
+    v = torch.from_numpy(mesh.vertices)
+    r = (v - source.centre).norm(dim=-1)
+    cell = 2.0 / 24
+    assert (r - 0.5).abs().max() < cell  # the surface moved from the start sphere to the ball
+    _check_mesh(torch.from_numpy(mesh.vertices), torch.from_numpy(mesh.faces), 2)
+    colours = torch.from_numpy(mesh.colors)
+    right, left = v[:, 0] > source.centre[0] + 0.15, v[:, 0] < source.centre[0] - 0.15
+    assert (colours[right, 0] > colours[right, 2]).float().mean() > 0.95
+    assert (colours[left, 2] > colours[left, 0]).float().mean() > 0.95
+    # the SDF is a signed distance (about 1 per world unit), negative inside
+    p = torch.tensor([[0.1, 0.0, 0.0], [0.1, 0.0, 0.9]])
+    d = rep.density(p)
+    assert d[0] > 40 and d[1] < 1
+
+
+@pytest.mark.slow
+def test_two_stage_nerf_then_flexicubes_run_writes_a_watertight_glb(tmp_path):
+    import trimesh
+
+    from studio.config import build_config
+    from studio.run import run
+
+    small = ["guidance.model=tiny-random", "camera.resolution=32", "export.mesh_resolution=32",
+             "export.turntable_frames=2", "export.turntable_size=24", "log.checkpoint_every=0"]
+    coarse = build_config([{"prompt": "a red cube", "steps": 2}], small + ["representation.density_bias=0.0"])
+    *_, first = run(coarse, tmp_path / "coarse")
+    refine = build_config([{"prompt": "a red cube", "steps": 2, "init_from": str(first.run_dir)}],
+                          small + ["representation.kind=\"flexicubes\"", "representation.resolution=24",
+                                   "representation.init_albedo_steps=20"])
+    *_, second = run(refine, tmp_path / "refine")
+    glb = second.run_dir / "asset.glb"
+    mesh = trimesh.load(glb, force="mesh", process=False)
+    assert mesh.is_watertight and mesh.is_winding_consistent and mesh.volume > 0
+    # the refined mesh is the coarse run's surface, not the default start sphere
+    coarse_mesh = trimesh.load(first.run_dir / "asset.glb", force="mesh", process=False)
+    assert abs(mesh.volume - coarse_mesh.volume) < 0.3 * coarse_mesh.volume
