@@ -99,7 +99,7 @@ def rasterize(pos: Tensor, tri: Tensor, resolution: tuple[int, int], backend: st
     # NDC of the covered pixel centres; homogeneous 2D edge functions of their triangle (differentiable).
     qx = (col.to(pos.dtype) + 0.5) * (2.0 / W) - 1.0
     qy = (row.to(pos.dtype) + 0.5) * (2.0 / H) - 1.0
-    v = pos[b[:, None], tri[face]]  # [N, 3, 4]
+    v = _corners(pos, tri, b, face)  # [N, 3, 4]
     x, y, z, w = v.unbind(-1)  # each [N, 3]
     # e_i = q . (p_j x p_k) with p = (x, y, w) and q = (qx, qy, 1): proportional to perspective-correct b_i.
     j, k = [1, 2, 0], [2, 0, 1]
@@ -114,6 +114,13 @@ def rasterize(pos: Tensor, tri: Tensor, resolution: tuple[int, int], backend: st
     return rast.view(B, H, W, 4)
 
 
+def _corners(pos: Tensor, tri: Tensor, b: Tensor, face: Tensor) -> Tensor:
+    """[N, 3, 4] clip positions of the corners of triangles `face` [N] in views `b` [N] (pos [B, V, 4])."""
+    V = pos.shape[1]
+    idx = (tri.index_select(0, face) + (b * V)[:, None]).reshape(-1)
+    return pos.reshape(-1, 4).index_select(0, idx).view(-1, 3, 4)
+
+
 def _visible(pos: Tensor, tri: Tensor, H: int, W: int) -> tuple[Tensor, Tensor]:
     """Nearest covering triangle per pixel (no autograd).
 
@@ -122,7 +129,7 @@ def _visible(pos: Tensor, tri: Tensor, H: int, W: int) -> tuple[Tensor, Tensor]:
     """
     B, F = pos.shape[0], tri.shape[0]
     dev = pos.device
-    v = pos[:, tri]  # [B, F, 3, 4]
+    v = pos.index_select(1, tri.reshape(-1)).view(B, F, 3, 4)
     w = v[..., 3]
     ok = (w > _W_EPS).all(-1)
     wsafe = torch.where(w > _W_EPS, w, torch.ones_like(w))
@@ -275,7 +282,7 @@ def antialias(
         tid = rast[..., 3].long() - 1  # [B, H, W], -1 background
         depth = torch.where(tid >= 0, rast[..., 2], torch.full_like(rast[..., 2], math.inf))
         # facing of every triangle in every view: sign of its screen-space area
-        v = pos.detach()[:, tri]  # [B, F, 3, 4]
+        v = pos.detach().index_select(1, tri.reshape(-1)).view(B, -1, 3, 4)  # [B, F, 3, 4]
         # with every w > 0 the sign of det[(x, y, w) rows] is the sign of the screen-space area
         x, y, w = v[..., 0], v[..., 1], v[..., 3]
         det = (x[..., 0] * (y[..., 1] * w[..., 2] - w[..., 1] * y[..., 2])
@@ -362,7 +369,7 @@ def _crossings(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Where the 3 edges of triangle `face` [P] (view `b` [P]) cross the pixel-centre segment (fx, fy) ->
     (gx, gy) [P]: (t [P, 3] along the segment, s [P, 3] along the edge i -> i+1, ok [P, 3] not parallel)."""
-    p = pos[b[:, None], tri[face]]  # [P, 3, 4]
+    p = _corners(pos, tri, b, face)  # [P, 3, 4]
     w = p[..., 3].clamp(min=_W_EPS)
     ax = (p[..., 0] / w + 1.0) * (0.5 * W) - 0.5
     ay = (p[..., 1] / w + 1.0) * (0.5 * H) - 0.5
