@@ -68,6 +68,9 @@ class FlexiCubesConfig(RepresentationConfig):
     """... over this fraction of the run's steps."""
     weight_l1: float = 0.1
     """Weight of the L1 regulariser on the raw alpha / beta weights of the surface cubes."""
+    laplacian_weight: float = 1.0
+    """Weight of the uniform mesh Laplacian mean(|v - mean of its neighbours|^2) / cell^2 (smooths the
+    surface; SDS alone grows spikes and small tunnels)."""
     near: float = 0.1
     """Near clipping distance of the rasteriser's projection (world units)."""
     far: float = 100.0
@@ -194,6 +197,9 @@ class FlexiCubes(Representation):
             "flexi_sign": self.sign_weight(self._step) * sdf_sign_loss(self.grid(), sdf),
             "flexi_l1": c.weight_l1 * mesh.weight_l1,
         }
+        if c.laplacian_weight > 0 and len(faces):
+            cell = self.grid().cell
+            terms["flexi_laplacian"] = c.laplacian_weight * _laplacian(verts, faces).square().sum(-1).mean() / cell**2
         if len(faces) == 0:  # nothing to draw: background, still connected to the parameters
             zero = self.sdf.sum() * 0.0
             img = lambda ch: torch.zeros(B, ch, H, W, dtype=dt, device=dev) + zero  # noqa: E731
@@ -291,6 +297,16 @@ class FlexiCubes(Representation):
                 loss.backward()
             opt.step()
         opt.zero_grad(set_to_none=True)
+
+
+def _laplacian(verts: Tensor, faces: Tensor) -> Tensor:
+    """[V, 3] uniform Laplacian v - mean(neighbours) of a triangle mesh (edges counted once per face side)."""
+    e = torch.cat([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]], dim=0)
+    e = torch.cat([e, e.flip(1)], dim=0)  # both directions
+    total = torch.zeros_like(verts).index_add(0, e[:, 0], verts[e[:, 1]])
+    count = torch.zeros(len(verts), dtype=verts.dtype, device=verts.device).index_add(
+        0, e[:, 0], torch.ones(len(e), dtype=verts.dtype, device=verts.device))
+    return verts - total / count.clamp(min=1.0)[:, None]
 
 
 def _vertex_normals(verts: Tensor, faces: Tensor) -> Tensor:
