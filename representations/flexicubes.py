@@ -75,6 +75,9 @@ class FlexiCubesConfig(RepresentationConfig):
     """Near clipping distance of the rasteriser's projection (world units)."""
     far: float = 100.0
     """Far clipping distance of the rasteriser's projection (world units)."""
+    export_min_component: float = 0.02
+    """At export, connected pieces with fewer faces than this fraction of the largest piece's are dropped
+    (SDS leaves small floaters; 0 keeps everything)."""
     init_albedo_steps: int = 200
     """Adam steps fitting the albedo field to the source's colours in `--init-from`."""
 
@@ -247,10 +250,12 @@ class FlexiCubes(Representation):
         """The FlexiCubes mesh itself (inference triangulation), albedo at the vertices.
         `resolution` is ignored: the mesh is the scene, at the grid's own resolution."""
         mesh = self.surface(training=False)
-        v = mesh.vertices.float()
+        verts = mesh.vertices.float().cpu().numpy().astype(np.float32)
+        faces = mesh.faces.cpu().numpy().astype(np.int64)
+        verts, faces = _drop_small_components(verts, faces, self.cfg.export_min_component)
+        v = torch.from_numpy(verts).to(self.sdf.device)
         colors = self.albedo_at(v).clamp(0.0, 1.0) if len(v) else v.new_zeros(0, 3)
-        return Mesh(v.cpu().numpy().astype(np.float32), mesh.faces.cpu().numpy().astype(np.int64),
-                    colors.cpu().numpy().astype(np.float32))
+        return Mesh(verts, faces, colors.cpu().numpy().astype(np.float32))
 
     @torch.no_grad()
     def init_from(self, source: Representation) -> None:
@@ -297,6 +302,26 @@ class FlexiCubes(Representation):
                 loss.backward()
             opt.step()
         opt.zero_grad(set_to_none=True)
+
+
+def _drop_small_components(verts: np.ndarray, faces: np.ndarray, min_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """(vertices [V', 3], faces [F', 3]) without the connected pieces smaller than `min_fraction` of the
+    largest (counted in faces); unused vertices removed."""
+    if min_fraction <= 0 or len(faces) == 0:
+        return verts, faces
+    from scipy.sparse import coo_matrix  # noqa: PLC0415
+    from scipy.sparse.csgraph import connected_components  # noqa: PLC0415
+
+    e = faces[:, [0, 1, 1, 2]].reshape(-1, 2)
+    graph = coo_matrix((np.ones(len(e)), (e[:, 0], e[:, 1])), shape=(len(verts), len(verts)))
+    k, label = connected_components(graph, directed=False)
+    face_label = label[faces[:, 0]]
+    sizes = np.bincount(face_label, minlength=k)
+    faces = faces[sizes[face_label] >= min_fraction * sizes.max()]
+    used = np.zeros(len(verts), dtype=bool)
+    used[faces.reshape(-1)] = True
+    remap = np.cumsum(used) - 1
+    return verts[used], remap[faces].astype(np.int64)
 
 
 def _laplacian(verts: Tensor, faces: Tensor) -> Tensor:

@@ -292,3 +292,21 @@ def test_two_stage_nerf_then_flexicubes_run_writes_a_watertight_glb(tmp_path):
     # the refined mesh is the coarse run's surface, not the default start sphere
     coarse_mesh = trimesh.load(first.run_dir / "asset.glb", force="mesh", process=False)
     assert abs(mesh.volume - coarse_mesh.volume) < 0.3 * coarse_mesh.volume
+
+
+def test_export_drops_small_floaters_but_keeps_the_object():
+    import representations
+
+    cls = representations.get("flexicubes")
+    rep = cls(cls.Config(resolution=24), total_steps=10)
+    with torch.no_grad():
+        x = rep.grid().positions
+        ball = x.norm(dim=-1) - 0.5
+        floater = (x - torch.tensor([0.75, 0.75, 0.75])).norm(dim=-1) - 0.05  # one grid vertex inside
+        rep.sdf.copy_(torch.minimum(ball, floater))
+    full = rep.surface(training=False)
+    mesh = rep.extract_mesh()
+    assert 0 < len(mesh.faces) < len(full.faces)
+    assert np.linalg.norm(mesh.vertices, axis=1).max() < 0.6  # only the ball is left
+    _check_mesh(torch.from_numpy(mesh.vertices), torch.from_numpy(mesh.faces), 2)
+    assert mesh.colors.shape == mesh.vertices.shape
