@@ -7,7 +7,10 @@ from pathlib import Path
 import pytest
 import trimesh
 
+import representations
 from studio.cli import main
+
+VALID_KINDS = ", ".join(sorted(representations.REGISTRY))
 
 FAST = ["--model", "tiny-random", "--set", "camera.resolution=32", "--set", "export.mesh_resolution=32",
         "--set", "export.turntable_frames=4", "--set", "export.turntable_size=32", "--set", "log.preview_every=2"]
@@ -22,7 +25,7 @@ def run_cli(args, capsys):
 
 @pytest.mark.parametrize("args, message", [
     (["generate", ""], "prompt is empty"),
-    (["generate", "a cube", "--representation", "octree"], "unknown representation 'octree'; valid: nerf"),
+    (["generate", "a cube", "--representation", "octree"], f"unknown representation 'octree'; valid: {VALID_KINDS}"),
     (["generate", "a cube", "--distillation", "xyz"], "unknown distillation 'xyz'; valid:"),
     (["generate", "a cube", "--steps", "0"], "steps must be positive"),
     (["generate", "a cube", "--set", "camera.fovv=3"], "valid keys: radius"),
