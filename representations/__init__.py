@@ -9,6 +9,7 @@ import importlib
 
 REGISTRY: dict[str, str] = {
     "nerf": "representations.nerf:NeRF",
+    "voxel": "representations.voxel:VoxelGrid",
 }
 
 
