@@ -133,7 +133,7 @@ class Tiles:
 
 @torch.no_grad()
 def bin_tiles(mean2d: Tensor, radius: Tensor, depth: Tensor, view: Tensor, width: int, height: int,
-              size: int = 16) -> Tiles:
+              size: int = 8) -> Tiles:
     """Every (Gaussian, tile) pair whose square [mean - r, mean + r] overlaps the tile.
 
     mean2d [M, 2], radius [M] (> 0), depth [M], view [M] int64 (which camera) -> Tiles sorted by tile, depth.
@@ -183,7 +183,7 @@ class _Composite(torch.autograd.Function):
     @staticmethod
     def forward(ctx, mean2d: Tensor, conic: Tensor, opac: Tensor, feats: Tensor, tiles: Tiles,
                 n_tiles: int) -> tuple[Tensor, Tensor]:  # type: ignore[override]
-        """mean2d [M, 2], conic [M, 3], opac [M], feats [M, C] -> (out [C, n_tiles, S*S], alpha [n_tiles, S*S])."""
+        """mean2d [M, 2], conic [M, 3], opac [M], feats [M, C] -> (out [n_tiles, S*S, C], alpha [n_tiles, S*S])."""
         g_idx, t_idx = tiles.gauss, tiles.tile
         px, py = _pixel_offsets(tiles, mean2d.dtype, mean2d.device)
         dx = px - mean2d[g_idx, 0:1]
@@ -194,19 +194,17 @@ class _Composite(torch.autograd.Function):
         alpha = torch.where(raw >= ALPHA_MIN, raw.clamp(max=ALPHA_MAX), torch.zeros_like(raw))
         trans = _exclusive_transmittance(alpha, t_idx)
         w = alpha * trans
-        C, S2 = feats.shape[1], px.shape[1]
-        out = w.new_zeros(C, n_tiles, S2)
-        f = feats[g_idx]  # [P, C]
-        for c in range(C):
-            out[c].index_add_(0, t_idx, w * f[:, c:c + 1])
+        P, S2, C = w.shape[0], w.shape[1], feats.shape[1]
+        weighted = (w[:, :, None] * feats[g_idx][:, None, :]).view(P, S2 * C)
+        out = w.new_zeros(n_tiles, S2 * C).index_add_(0, t_idx, weighted).view(n_tiles, S2, C)
         acc = w.new_zeros(n_tiles, S2).index_add_(0, t_idx, w)
         ctx.tiles, ctx.n_tiles = tiles, n_tiles
-        ctx.save_for_backward(mean2d, conic, opac, feats, gauss, trans)
+        ctx.save_for_backward(conic, opac, feats, gauss, trans, dx, dy)
         return out, acc
 
     @staticmethod
     def backward(ctx, g_out: Tensor, g_acc: Tensor):  # type: ignore[override]
-        mean2d, conic, opac, feats, gauss, trans = ctx.saved_tensors
+        conic, opac, feats, gauss, trans, dx, dy = ctx.saved_tensors
         tiles, n_tiles = ctx.tiles, ctx.n_tiles
         g_idx, t_idx = tiles.gauss, tiles.tile
         o = opac[g_idx][:, None]
@@ -214,31 +212,27 @@ class _Composite(torch.autograd.Function):
         live = (raw >= ALPHA_MIN) & (raw < ALPHA_MAX)  # alpha depends on the inputs only here
         alpha = torch.where(raw >= ALPHA_MIN, raw.clamp(max=ALPHA_MAX), torch.zeros_like(raw))
         w = alpha * trans
-        f = feats[g_idx]
-        C = feats.shape[1]
+        f = feats[g_idx]  # [P, C]
         G = g_acc[t_idx] if g_acc is not None else torch.zeros_like(w)
-        g_f = feats.new_zeros(len(g_idx), C)
         if g_out is not None:
-            for c in range(C):
-                gc = g_out[c][t_idx]  # [P, S2]
-                G = G + gc * f[:, c:c + 1]
-                g_f[:, c] = (w * gc).sum(1)
+            go = g_out[t_idx]  # [P, S2, C]
+            G = G + torch.bmm(go, f[:, :, None])[:, :, 0]
+            g_f = torch.bmm(w[:, None, :], go)[:, 0, :]
+        else:
+            g_f = torch.zeros_like(f)
         wG = w * G
         after = _suffix_sum(wG, t_idx, n_tiles)  # sum over later pairs of the same tile
         g_alpha = trans * G - after / (1.0 - alpha)
         g_raw = torch.where(live, g_alpha, torch.zeros_like(g_alpha))
         g_opac_pair = (g_raw * gauss).sum(1)
         g_pow = g_raw * raw  # d alpha / d power = alpha
-        px, py = _pixel_offsets(tiles, mean2d.dtype, mean2d.device)
-        dx = px - mean2d[g_idx, 0:1]
-        dy = py - mean2d[g_idx, 1:2]
         k = conic[g_idx]
         g_conic_pair = torch.stack([(-0.5 * g_pow * dx * dx).sum(1), (-g_pow * dx * dy).sum(1),
                                     (-0.5 * g_pow * dy * dy).sum(1)], dim=1)
         g_mean_pair = torch.stack([(g_pow * (k[:, 0:1] * dx + k[:, 1:2] * dy)).sum(1),
                                    (g_pow * (k[:, 1:2] * dx + k[:, 2:3] * dy)).sum(1)], dim=1)
-        M = mean2d.shape[0]
-        g_mean = mean2d.new_zeros(M, 2).index_add_(0, g_idx, g_mean_pair)
+        M, C = conic.shape[0], feats.shape[1]
+        g_mean = conic.new_zeros(M, 2).index_add_(0, g_idx, g_mean_pair)
         g_conic = conic.new_zeros(M, 3).index_add_(0, g_idx, g_conic_pair)
         g_opac = opac.new_zeros(M).index_add_(0, g_idx, g_opac_pair)
         g_feats = feats.new_zeros(M, C).index_add_(0, g_idx, g_f)
@@ -267,7 +261,7 @@ def _suffix_sum(x: Tensor, tile: Tensor, n_tiles: int) -> Tensor:
 
 
 def rasterize_pixels(proj: Projected, opacities: Tensor, features: Tensor, width: int, height: int,
-                     tile_size: int = 16) -> tuple[Tensor, Tensor]:
+                     tile_size: int = 8) -> tuple[Tensor, Tensor]:
     """Composite projected Gaussians: features [B, N, C] -> (image [B, H, W, C], alpha [B, H, W, 1])."""
     B, N, C = features.shape
     vis = (proj.radius > 0).reshape(-1).nonzero().squeeze(1)  # flattened (view, gaussian) indices
@@ -282,16 +276,16 @@ def rasterize_pixels(proj: Projected, opacities: Tensor, features: Tensor, width
     out, acc = _Composite.apply(mean2d, conic, opac, feats, tiles, n_tiles)
     S, TX, TY = tile_size, tiles.tiles_x, tiles.tiles_y
 
-    def image(x: Tensor) -> Tensor:  # [K, n_tiles, S*S] -> [B, H, W, K]
-        K = x.shape[0]
-        x = x.view(K, B, TY, TX, S, S).permute(1, 2, 4, 3, 5, 0).reshape(B, TY * S, TX * S, K)
+    def image(x: Tensor) -> Tensor:  # [n_tiles, S*S, K] -> [B, H, W, K]
+        K = x.shape[-1]
+        x = x.view(B, TY, TX, S, S, K).permute(0, 1, 3, 2, 4, 5).reshape(B, TY * S, TX * S, K)
         return x[:, :height, :width]
 
-    return image(out), image(acc[None])
+    return image(out), image(acc[:, :, None])
 
 
 def rasterization(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, features: Tensor,
-                  w2c: Tensor, focal: Tensor, width: int, height: int, tile_size: int = 16,
+                  w2c: Tensor, focal: Tensor, width: int, height: int, tile_size: int = 8,
                   backend: str = "auto") -> tuple[Tensor, Tensor]:
     """Render N Gaussians into B cameras.
 
