@@ -10,6 +10,7 @@ import importlib
 REGISTRY: dict[str, str] = {
     "nerf": "representations.nerf:NeRF",
     "voxel": "representations.voxel:VoxelGrid",
+    "gaussians": "representations.gaussians:Gaussians",
 }
 
 
