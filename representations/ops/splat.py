@@ -216,8 +216,8 @@ class _Composite(torch.autograd.Function):
         G = g_acc[t_idx] if g_acc is not None else torch.zeros_like(w)
         if g_out is not None:
             go = g_out[t_idx]  # [P, S2, C]
-            G = G + torch.bmm(go, f[:, :, None])[:, :, 0]
-            g_f = torch.bmm(w[:, None, :], go)[:, 0, :]
+            G = G + (go * f[:, None, :]).sum(-1)
+            g_f = (go * w[:, :, None]).sum(1)
         else:
             g_f = torch.zeros_like(f)
         wG = w * G
