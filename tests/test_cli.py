@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import trimesh
 
+import representations
 from studio.cli import main
 
 FAST = ["--model", "tiny-random", "--set", "camera.resolution=32", "--set", "export.mesh_resolution=32",
@@ -22,7 +23,7 @@ def run_cli(args, capsys):
 
 @pytest.mark.parametrize("args, message", [
     (["generate", ""], "prompt is empty"),
-    (["generate", "a cube", "--representation", "octree"], "unknown representation 'octree'; valid: nerf"),
+    (["generate", "a cube", "--representation", "octree"], "unknown representation 'octree'; valid: " + ", ".join(sorted(representations.REGISTRY))),
     (["generate", "a cube", "--distillation", "xyz"], "unknown distillation 'xyz'; valid:"),
     (["generate", "a cube", "--steps", "0"], "steps must be positive"),
     (["generate", "a cube", "--set", "camera.fovv=3"], "valid keys: radius"),

@@ -1,6 +1,8 @@
 """RunConfig: typed TOML round trip, layers, --set overrides and their errors."""
 import pytest
 
+import representations
+
 from studio.config import (
     RunConfig, build_config, config_from_toml, config_to_toml, field_reference, representation_config,
 )
@@ -53,7 +55,7 @@ def test_wrong_type_is_an_error():
 @pytest.mark.parametrize("layer, message", [
     ({"prompt": "  "}, "prompt is empty"),
     ({"prompt": "x", "steps": 0}, "steps must be positive"),
-    ({"prompt": "x", "representation": {"kind": "mesh9"}}, "unknown representation 'mesh9'; valid: nerf"),
+    ({"prompt": "x", "representation": {"kind": "mesh9"}}, "unknown representation 'mesh9'; valid: " + ", ".join(sorted(representations.REGISTRY))),
     ({"prompt": "x", "distillation": {"kind": "nope"}}, "unknown distillation 'nope'; valid: "),
 ])
 def test_invalid_values(layer, message):
