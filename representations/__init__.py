@@ -10,6 +10,8 @@ import importlib
 REGISTRY: dict[str, str] = {
     "nerf": "representations.nerf:NeRF",
     "flexicubes": "representations.flexicubes:FlexiCubes",
+    "voxel": "representations.voxel:VoxelGrid",
+    "gaussians": "representations.gaussians:Gaussians",
 }
 
 

@@ -41,9 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("file", type=Path)
     b.add_argument("--out", default=DEFAULT_OUT, help="folder for run directories and manifest.json")
 
-    e = sub.add_parser("export", help="write a finished run's mesh in another format")
+    e = sub.add_parser("export", help="write a finished run's mesh in another format (or its splat.ply)")
     e.add_argument("run_dir", type=Path)
-    e.add_argument("--format", required=True, choices=["glb", "obj", "ply"])
+    e.add_argument("--format", required=True, choices=["glb", "obj", "ply", "splat"],
+                   help="mesh format, or 'splat' for a Gaussians run's 3DGS PLY (RUN_DIR/splat.ply)")
     e.add_argument("--out", type=Path, help="file to write (default: RUN_DIR/asset.<format>)")
     e.add_argument("--resolution", type=int, default=None, help="mesh extraction grid (default: the run's)")
 
@@ -88,7 +89,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if "mesh_warning" in finished.metrics:
         print(f"warning: {finished.metrics['mesh_warning']}; no mesh files were written "
               "(try more --steps or another --seed)", file=sys.stderr)
-    for kind in ("glb", "obj", "ply", "turntable"):
+    for kind in ("glb", "obj", "ply", "splat", "turntable"):
         if kind in finished.assets:
             print(f"{kind}: {finished.assets[kind]}")
     print(finished.run_dir)

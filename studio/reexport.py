@@ -23,7 +23,8 @@ def load_scene(run_dir: Path):
 
 
 def export_run(run_dir: Path, fmt: str, out: Path | None = None, resolution: int | None = None) -> Path:
-    """Write the run's mesh as `fmt` to `out` (default RUN_DIR/asset.<fmt>). Returns the written path."""
+    """Write the run's mesh as `fmt` to `out` (default RUN_DIR/asset.<fmt>; 'splat': RUN_DIR/splat.ply,
+    Gaussians only). Returns the written path."""
     import torch
 
     from .export import write_mesh
@@ -31,6 +32,12 @@ def export_run(run_dir: Path, fmt: str, out: Path | None = None, resolution: int
     if not Path(run_dir).is_dir():
         raise UserError(f"run directory {run_dir} does not exist")
     cfg, scene = load_scene(run_dir)
+    if fmt == "splat":
+        from .splat import write_splat_ply
+
+        if not hasattr(scene, "splat_tensors"):
+            raise UserError(f"--format splat needs a gaussians run; {run_dir} is {cfg.representation.kind!r}")
+        return write_splat_ply(out or Path(run_dir) / "splat.ply", scene.splat_tensors())
     with torch.no_grad():
         mesh = scene.extract_mesh(resolution or cfg.export.mesh_resolution)
     return write_mesh(mesh, out or Path(run_dir) / f"asset.{fmt}", fmt)

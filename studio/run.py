@@ -191,6 +191,10 @@ def export_assets(cfg: RunConfig, scene, run_dir: Path) -> tuple[dict[str, Path]
     else:
         for fmt in cfg.export.formats:
             assets[fmt] = write_mesh(mesh, run_dir / f"asset.{fmt}", fmt)
+    if hasattr(scene, "splat_tensors"):  # Gaussians: the 3DGS PLY that splat viewers read
+        from .splat import write_splat_ply
+
+        assets["splat"] = write_splat_ply(run_dir / "splat.ply", scene.splat_tensors())
     if cfg.export.turntable_frames:
         cams = ring_cameras(cfg.export.turntable_frames, cfg.export.turntable_size).to(next_device(scene))
         frames = media.to_uint8(render_views(scene, cams).numpy())

@@ -2,6 +2,8 @@
 import representations
 import pytest
 
+import representations
+
 from studio.config import (
     RunConfig, build_config, config_from_toml, config_to_toml, field_reference, representation_config,
 )

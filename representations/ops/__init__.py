@@ -1,1 +1,2 @@
-"""Hot ops used by representations (rasterisers, isosurface extraction), pure torch first; CUDA backends lazily."""
+"""Hot ops used by representations (rasterisers, splatters, isosurface extraction): pure torch first, CUDA
+backends imported lazily inside functions."""
