@@ -90,7 +90,7 @@ def test_tunnel_split_tables_cut_exactly_one_loop_at_one_face():
             for a, b in face_segments(inside, corners, edges):
                 # the cut face: each segment's two edges end up in the two different halves
                 assert (g[a] != g[b]) if k == f else (g[a] == g[b])
-    # the extraction uses them when both cubes of a face are tunnels; a noisy sphere exercises it below
+    # the extraction uses them when both cubes of a face are tunnels; noisy spheres exercise it below
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -108,11 +108,30 @@ def test_noisy_sdfs_still_give_closed_manifold_meshes(seed):
         e = np.sort(m.edges, axis=1)
         _, uses = np.unique(e, axis=0, return_counts=True)
         assert (uses == 2).all() and m.is_winding_consistent and m.volume > 0
+        assert _pinched_vertices(m.faces) == 0
 
 
 # -------------------------------------------------------------------------------------------------------
 # extraction
 # -------------------------------------------------------------------------------------------------------
+def _pinched_vertices(faces: np.ndarray) -> int:
+    """Vertices whose surrounding faces do not form one fan (their link is not a single connected cycle)."""
+    parent: dict[tuple[int, int], tuple[int, int]] = {}
+
+    def find(x):
+        while parent.setdefault(x, x) != x:
+            x = parent[x]
+        return x
+
+    for a, b, c in faces.tolist():
+        for v, x, y in ((a, b, c), (b, c, a), (c, a, b)):  # link edge (x, y) of vertex v
+            parent[find((v, x))] = find((v, y))
+    roots = {}
+    for v, x in list(parent):
+        roots.setdefault(v, set()).add(find((v, x)))
+    return sum(len(r) > 1 for r in roots.values())
+
+
 def _check_mesh(vertices: torch.Tensor, faces: torch.Tensor, euler: int) -> None:
     import trimesh
 
@@ -125,6 +144,7 @@ def _check_mesh(vertices: torch.Tensor, faces: torch.Tensor, euler: int) -> None
     e = np.sort(m.edges, axis=1)
     _, uses = np.unique(e, axis=0, return_counts=True)
     assert (uses == 2).all()
+    assert _pinched_vertices(m.faces) == 0  # manifold vertices too
     assert np.isfinite(m.vertices).all()
 
 
