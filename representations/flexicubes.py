@@ -268,11 +268,16 @@ class FlexiCubes(Representation):
         from .extract import choose_level, sample_volume
 
         R, dev = self.cfg.resolution, self.sdf.device
-        volume = sample_volume(source, R)
+        volume = sample_volume(source, R) if float(source.cfg.bound) == self.cfg.bound else None
         level, _ = choose_level(source, volume=volume, resolution=R)
         if level is None:
             raise ValueError("the source run renders nothing opaque: there is no surface to refine")
-        occ = (volume.values >= level).numpy()
+        if volume is not None:  # the same grid points: reuse the samples
+            values = volume.values.reshape(-1)
+        else:
+            pts = self.grid().positions.to(dev)
+            values = torch.cat([source.density(pts[i : i + 65536]).float() for i in range(0, len(pts), 65536)])
+        occ = (values >= level).cpu().numpy().reshape(R + 1, R + 1, R + 1)
         if not occ.any():
             raise ValueError("the source run's surface is smaller than one FlexiCubes cell")
         h = self.grid().cell
