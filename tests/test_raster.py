@@ -1,7 +1,6 @@
 """The pure-torch raster ops (representations/ops/raster.py) against analytic answers and finite differences."""
 from __future__ import annotations
 
-
 import pytest
 import torch
 
