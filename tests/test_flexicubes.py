@@ -90,7 +90,7 @@ def test_tunnel_split_tables_cut_exactly_one_loop_at_one_face():
             for a, b in face_segments(inside, corners, edges):
                 # the cut face: each segment's two edges end up in the two different halves
                 assert (g[a] != g[b]) if k == f else (g[a] == g[b])
-    # the extraction uses them when both cubes of a face are tunnels; a noisy sphere exercises it below
+    # the extraction uses them when both cubes of a face are tunnels; noisy spheres exercise it below
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -108,11 +108,30 @@ def test_noisy_sdfs_still_give_closed_manifold_meshes(seed):
         e = np.sort(m.edges, axis=1)
         _, uses = np.unique(e, axis=0, return_counts=True)
         assert (uses == 2).all() and m.is_winding_consistent and m.volume > 0
+        assert _pinched_vertices(m.faces) == 0
 
 
 # -------------------------------------------------------------------------------------------------------
 # extraction
 # -------------------------------------------------------------------------------------------------------
+def _pinched_vertices(faces: np.ndarray) -> int:
+    """Vertices whose surrounding faces do not form one fan (their link is not a single connected cycle)."""
+    parent: dict[tuple[int, int], tuple[int, int]] = {}
+
+    def find(x):
+        while parent.setdefault(x, x) != x:
+            x = parent[x]
+        return x
+
+    for a, b, c in faces.tolist():
+        for v, x, y in ((a, b, c), (b, c, a), (c, a, b)):  # link edge (x, y) of vertex v
+            parent[find((v, x))] = find((v, y))
+    roots = {}
+    for v, x in list(parent):
+        roots.setdefault(v, set()).add(find((v, x)))
+    return sum(len(r) > 1 for r in roots.values())
+
+
 def _check_mesh(vertices: torch.Tensor, faces: torch.Tensor, euler: int) -> None:
     import trimesh
 
@@ -125,6 +144,7 @@ def _check_mesh(vertices: torch.Tensor, faces: torch.Tensor, euler: int) -> None
     e = np.sort(m.edges, axis=1)
     _, uses = np.unique(e, axis=0, return_counts=True)
     assert (uses == 2).all()
+    assert _pinched_vertices(m.faces) == 0  # manifold vertices too
     assert np.isfinite(m.vertices).all()
 
 
@@ -310,3 +330,34 @@ def test_export_drops_small_floaters_but_keeps_the_object():
     assert np.linalg.norm(mesh.vertices, axis=1).max() < 0.6  # only the ball is left
     _check_mesh(torch.from_numpy(mesh.vertices), torch.from_numpy(mesh.faces), 2)
     assert mesh.colors.shape == mesh.vertices.shape
+
+
+def test_render_of_the_start_sphere_matches_the_analytic_sphere():
+    import representations
+    from representations.cameras import ring_cameras
+    from representations.shading import Shading, front_light
+
+    cls = representations.get("flexicubes")
+    rep = cls(cls.Config(resolution=32, init_radius=0.5), total_steps=10).eval()
+    cams = ring_cameras(2, 48, elevation_deg=20.0)
+    with torch.no_grad():
+        out = rep.render(cams, Shading(front_light(cams.position), mode="albedo"))
+    o, d = cams.rays()
+    b = (o * d).sum(-1)
+    disc = b * b - (o * o).sum(-1) + 0.25
+    hit = disc > 0
+    dist = -b - disc.clamp(min=0).sqrt()
+    covered = out.alpha[:, 0] > 0.5
+    iou = (covered & hit).sum() / (covered | hit).sum()
+    assert iou > 0.92  # the dual mesh lies slightly inside the curved surface (~0.2 px here)
+    inner = covered & hit & (disc > 0.05)  # away from the grazing rim
+    cell = 2.0 / 32
+    assert (out.depth[:, 0][inner] - dist[inner]).abs().max() < 0.5 * cell
+    # normals are outward unit vectors: along the sphere's normal at the hit point
+    p = o + dist[..., None] * d
+    n_true = p / p.norm(dim=-1, keepdim=True)
+    n = out.normal.permute(0, 2, 3, 1)[inner]
+    assert ((n * n_true[inner]).sum(-1) > 0.97).float().mean() > 0.99
+    # background is exactly the background colour, and alpha is 0 there
+    far = ~covered & ~hit
+    assert torch.allclose(out.rgb.permute(0, 2, 3, 1)[far], torch.ones(3))

@@ -15,8 +15,9 @@ the closed loops those segments form on the cube's surface; each becomes one dua
 One configuration still breaks manifoldness: a loop can pass through BOTH segments of an ambiguous face
 (a tunnel through the cube). If the cubes on both sides of that face do so, the dual edge between their
 two dual vertices would be shared by four quads. `dmc_split_tables` gives, for such a (case, face), the
-loop cut into two halves at that face (each half keeps one edge of each segment there); the extraction
-uses it for one of the two cubes, which makes the two dual edges across the face ordinary (two quads each).
+loop cut into two halves at that face (each half keeps one edge of each segment there). The extraction cuts
+both cubes' loops: the halves pair the same grid edges on both sides (off the face, the loop's two arcs
+cannot cross), so the dual edges across the face are ordinary (two quads each) and no vertex is pinched.
 """
 from __future__ import annotations
 

@@ -197,8 +197,8 @@ def flexicubes(
 
 def _split_tunnels(grid: FlexiGrid, acase: Tensor, active: Tensor, slot: Tensor, grp: Tensor, cnt: Tensor) -> None:
     """Where the cubes on both sides of an ambiguous face each have one component through both of its
-    segments, cut the lower cube's component in two at that face (dmc_split_tables); edits grp [A, 12] and
-    cnt [A] in place. Keeps every dual edge shared by exactly two quads."""
+    segments, cut both components in two at that face (dmc_split_tables); edits grp [A, 12] and cnt [A] in
+    place. Keeps every dual edge shared by exactly two quads and every dual vertex a disc."""
     twice = grid.twice[acase]  # [A, 6]; face 2 * axis + side
     if not bool(twice.any()):
         return
@@ -214,10 +214,14 @@ def _split_tunnels(grid: FlexiGrid, acase: Tensor, active: Tensor, slot: Tensor,
         sel, cube = sel[ok], cube[ok]
         other = slot[cube + stride[a]]
         both = (other >= 0) & twice[other.clamp(min=0), 2 * a]
-        sel = sel[both]
+        sel, other = sel[both], other[both]
         if len(sel):
+            # cut both loops: the halves pair the same grid edges on the shared face (the loop's two arcs
+            # off the face cannot cross), so each half meets one half across it
             grp[sel] = grid.split_group[acase[sel], 2 * a + 1]
             cnt[sel] = grid.split_count[acase[sel], 2 * a + 1]
+            grp[other] = grid.split_group[acase[other], 2 * a]
+            cnt[other] = grid.split_count[acase[other], 2 * a]
 
 
 def _quads(grid: FlexiGrid, inside: Tensor, slot: Tensor, grp: Tensor, first: Tensor) -> Tensor:

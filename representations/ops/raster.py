@@ -289,6 +289,8 @@ def antialias(
                - y[..., 0] * (x[..., 1] * w[..., 2] - w[..., 1] * x[..., 2])
                + w[..., 0] * (x[..., 1] * y[..., 2] - y[..., 1] * x[..., 2]))  # [B, F]
         facing = det > 0
+        F = tri.shape[0]
+        scr_x, scr_y = (t.reshape(B * F, 3) for t in _screen(v, H, W))  # all triangles' screen corners
         idx = torch.arange(B * H * W, device=color.device).view(B, H, W)
         pairs = []
         for dim in (2, 1):  # horizontal neighbours, vertical neighbours
@@ -327,7 +329,8 @@ def antialias(
         alive = torch.ones(P, dtype=torch.bool, device=face.device)
         rows = torch.arange(P, device=face.device)
         for _ in range(_WALK):
-            t, s_, ok = _crossings(pos.detach(), tri, b, cur, fx, fy, gx, gy, H, W)
+            flat_id = b * F + cur
+            t, s_, ok = _crossings(scr_x[flat_id], scr_y[flat_id], fx, fy, gx, gy)
             nb = topology[cur]  # [P, 3]
             cross = ok & (t >= 0) & (t <= 1) & (s_ >= 0) & (s_ <= 1) & ((nb != prev[:, None]) | (prev[:, None] < 0))
             has = cross.any(-1) & alive
@@ -351,7 +354,8 @@ def antialias(
         found_face = torch.where(fallback, last_face, found_face)
         found_edge = torch.where(fallback, last_edge, found_edge)
         sel = (found_face >= 0).nonzero().squeeze(1)
-    t, _, _ = _crossings(pos, tri, b[sel], found_face[sel], fx[sel], fy[sel], gx[sel], gy[sel], H, W)
+    ax, ay = _screen(_corners(pos, tri, b[sel], found_face[sel]), H, W)  # differentiable
+    t, _, _ = _crossings(ax, ay, fx[sel], fy[sel], gx[sel], gy[sel])
     t = t.gather(1, found_edge[sel, None]).squeeze(1)
     f, g = f[sel], g[sel]
     flat = color.reshape(-1, C)
@@ -364,15 +368,18 @@ def antialias(
     return out.view(B, H, W, C)
 
 
-def _crossings(
-    pos: Tensor, tri: Tensor, b: Tensor, face: Tensor, fx: Tensor, fy: Tensor, gx: Tensor, gy: Tensor, H: int, W: int
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Where the 3 edges of triangle `face` [P] (view `b` [P]) cross the pixel-centre segment (fx, fy) ->
-    (gx, gy) [P]: (t [P, 3] along the segment, s [P, 3] along the edge i -> i+1, ok [P, 3] not parallel)."""
-    p = _corners(pos, tri, b, face)  # [P, 3, 4]
+def _screen(p: Tensor, H: int, W: int) -> tuple[Tensor, Tensor]:
+    """Clip-space corners [..., 3, 4] -> pixel-centre coordinates (x [..., 3], y [..., 3]); centre j at x = j."""
     w = p[..., 3].clamp(min=_W_EPS)
-    ax = (p[..., 0] / w + 1.0) * (0.5 * W) - 0.5
-    ay = (p[..., 1] / w + 1.0) * (0.5 * H) - 0.5
+    return (p[..., 0] / w + 1.0) * (0.5 * W) - 0.5, (p[..., 1] / w + 1.0) * (0.5 * H) - 0.5
+
+
+def _crossings(
+    ax: Tensor, ay: Tensor, fx: Tensor, fy: Tensor, gx: Tensor, gy: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Where the 3 edges of triangles with screen corners (ax, ay) [P, 3] cross the pixel-centre segment
+    (fx, fy) -> (gx, gy) [P]: (t [P, 3] along the segment, s [P, 3] along the edge i -> i+1, ok [P, 3] not
+    parallel)."""
     ex, ey = ax[:, [1, 2, 0]] - ax, ay[:, [1, 2, 0]] - ay
     dx, dy = (gx - fx)[:, None], (gy - fy)[:, None]
     denom = dx * ey - dy * ex
