@@ -36,16 +36,21 @@ def render_mesh_albedo(vertices: np.ndarray, faces: np.ndarray, cams, uvs: np.nd
     return rgb * cov + bg * (1 - cov), cov
 
 
-def compare(mesh_rgb: Tensor, mesh_alpha: Tensor, ref_rgb: Tensor, ref_alpha: Tensor) -> dict[str, float]:
+def compare(mesh_rgb: Tensor, mesh_alpha: Tensor, ref_rgb: Tensor, ref_alpha: Tensor,
+            background: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> dict[str, float]:
     """Silhouette IoU (alpha > 0.5) and mean absolute colour error on the pixels both silhouettes cover.
 
-    All inputs [B, C, H, W]; colours in [0, 1]. Returns {"export_iou", "export_color_error"}.
+    All inputs [B, C, H, W]; colours in [0, 1], composited over `background`. The reference colour is
+    un-composited first (a half-transparent volume pixel is compared by its own colour, not its blend with
+    the background). Returns {"export_iou", "export_color_error"}.
     """
     a, b = mesh_alpha[:, 0] > 0.5, ref_alpha[:, 0] > 0.5
     union = int((a | b).sum())
     both = a & b
     iou = int(both.sum()) / union if union else 0.0
-    diff = (mesh_rgb - ref_rgb).abs().mean(1)  # [B, H, W]
+    bg = torch.tensor(background, dtype=ref_rgb.dtype).view(1, 3, 1, 1)
+    ref_own = ((ref_rgb - bg * (1 - ref_alpha)) / ref_alpha.clamp(min=1e-3)).clamp(0, 1)
+    diff = (mesh_rgb - ref_own).abs().mean(1)  # [B, H, W]
     err = float(diff[both].mean()) if bool(both.any()) else 1.0
     return {"export_iou": round(iou, 4), "export_color_error": round(err, 4)}
 
@@ -65,4 +70,4 @@ def fidelity(scene, vertices: np.ndarray, faces: np.ndarray, uvs: np.ndarray | N
         scene.train(was_training)
     background = tuple(float(x) for x in scene.cfg.background)
     rgb, alpha = render_mesh_albedo(vertices, faces, cams, uvs, texture, colors, background)
-    return compare(rgb, alpha, ref_rgb, ref_alpha)
+    return compare(rgb, alpha, ref_rgb, ref_alpha, background)
