@@ -11,7 +11,7 @@ from torch import Tensor
 
 
 @torch.no_grad()
-def rasterize_uv(uvs: Tensor, faces: Tensor, size: int, chunk: int = 1 << 22) -> tuple[Tensor, Tensor]:
+def rasterize_uv(uvs: Tensor, faces: Tensor, size: int, chunk: int = 1 << 20) -> tuple[Tensor, Tensor]:
     """Which triangle covers each texel centre of a `size`² atlas, and where.
 
     uvs [V, 2] in [0, 1] (u -> column, v -> row), faces [F, 3] int64.
