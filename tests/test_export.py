@@ -147,6 +147,18 @@ def test_glb_reads_back_with_its_texture(tmp_path, textured):
     image = loaded.visual.material.baseColorTexture
     assert image.size == (64, 64) and np.array_equal(np.asarray(image.convert("RGB")), textured.texture)
     assert np.allclose(loaded.visual.uv[:, 1], 1 - textured.uvs[:, 1], atol=1e-6)  # trimesh reports OBJ-style v
+    assert np.allclose(glb_attribute(path, "NORMAL"), textured.normals, atol=1e-6)  # our smooth normals, stored
+
+
+def glb_attribute(path, name: str) -> np.ndarray:
+    """[V, 3] float32 vertex attribute `name` of the first primitive, read from the GLB with pygltflib."""
+    import pygltflib
+
+    g = pygltflib.GLTF2().load(str(path))
+    acc = g.accessors[getattr(g.meshes[0].primitives[0].attributes, name)]
+    view = g.bufferViews[acc.bufferView]
+    start = (view.byteOffset or 0) + (acc.byteOffset or 0)
+    return np.frombuffer(g.binary_blob()[start:start + acc.count * 12], np.float32).reshape(-1, 3)
 
 
 def test_obj_reads_back_with_mtl_and_png(tmp_path, textured):
