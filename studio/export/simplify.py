@@ -5,6 +5,8 @@ import numpy as np
 
 from representations.mesh import Mesh
 
+from .clean import compact
+
 
 def simplify(mesh: Mesh, faces: int) -> Mesh:
     """At most about `faces` triangles (quadric error keeps the silhouette); colours are dropped (resampled later).
@@ -21,4 +23,4 @@ def simplify(mesh: Mesh, faces: int) -> Mesh:
     f = np.asarray(f, np.int64)
     a, b, c = f[:, 0], f[:, 1], f[:, 2]
     f = f[(a != b) & (b != c) & (a != c)]
-    return Mesh(np.asarray(v, np.float32), f, None)
+    return compact(Mesh(np.asarray(v, np.float32), f, None), np.ones(len(f), bool))  # no unused vertices
