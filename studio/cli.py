@@ -94,6 +94,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if "mesh_warning" in finished.metrics:
         print(f"warning: {finished.metrics['mesh_warning']}; no mesh files were written "
               "(try more --steps or another --seed)", file=sys.stderr)
+    if "export_warning" in finished.metrics:
+        print(f"warning: {finished.metrics['export_warning']}; try a higher export.mesh_resolution or export.faces",
+              file=sys.stderr)
     for kind in ("glb", "obj", "ply", "turntable"):
         if kind in finished.assets:
             print(f"{kind}: {finished.assets[kind]}")

@@ -250,3 +250,19 @@ def test_studio_export_bad_input_is_one_line_and_writes_nothing(crisp_run, tmp_p
     code, _, err = run_cli(["export", str(crisp_run.run_dir), *argv], capsys)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
     assert sorted(p.name for p in Path(crisp_run.run_dir).iterdir()) == before and not any(tmp_path.iterdir())
+
+
+def test_the_fidelity_check_catches_an_over_simplified_export():
+    """The same crisp sphere simplified to ~12 faces no longer matches its renders: IoU drops, a warning is set."""
+    import representations
+    from studio.config import ExportConfig
+    from studio.export.pipeline import FIDELITY_WARN_IOU, prepare
+
+    cls = representations.get("nerf")
+    scene = cls(cls.Config(density_bias=0.0, blob_scale=40.0, blob_radius=0.6), 100)
+    cfg = dict(mesh_resolution=32, texture_size=32, fidelity_views=2, fidelity_size=32)
+    good = prepare(scene, ExportConfig(faces=2000, **cfg)).stats
+    bad = prepare(scene, ExportConfig(faces=12, **cfg)).stats
+    assert good["export_iou"] >= FIDELITY_WARN_IOU and "export_warning" not in good, good
+    assert bad["export_faces"] <= 20 and bad["export_iou"] < FIDELITY_WARN_IOU <= good["export_iou"], bad
+    assert "differs from the renders" in bad["export_warning"]

@@ -25,6 +25,10 @@ from .simplify import simplify
 from .unwrap import unwrap
 
 
+FIDELITY_WARN_IOU = 0.9
+"""Below this silhouette IoU against the renders, metrics.json and `studio generate` carry an export warning."""
+
+
 @dataclass
 class Prepared:
     """A scene's export-ready mesh (None when the scene has no surface) and what happened on the way."""
@@ -95,6 +99,9 @@ def prepare(scene, cfg, resolution: int | None = None) -> Prepared:
         from .fidelity import fidelity
 
         stats.update(fidelity(scene, verts, faces, uvs, texture, colors[keep], cfg.fidelity_views, cfg.fidelity_size))
+        if stats["export_iou"] < FIDELITY_WARN_IOU:
+            stats["export_warning"] = (f"the exported mesh differs from the renders (silhouette IoU "
+                                       f"{stats['export_iou']:.2f} < {FIDELITY_WARN_IOU})")
     stats["export_seconds"] = round(time.perf_counter() - t0, 3)
     return Prepared(out, place, stats)
 
