@@ -40,6 +40,8 @@ def write_mesh(mesh, path: Path, fmt: str | None = None) -> Path:
 
     The quick path used by benchmarks; runs and `studio export` use pipeline.export_scene.
     """
+    import numpy as np
+
     from .asset import ExportMesh
     from .clean import vertex_normals
 
@@ -48,8 +50,6 @@ def write_mesh(mesh, path: Path, fmt: str | None = None) -> Path:
     write = writer(fmt)
     if mesh.is_empty:
         raise UserError("the extracted mesh is empty (the scene has no surface); run more steps or check the prompt")
-    import numpy as np
-
     colors = mesh.colors if mesh.colors is not None else np.full((len(mesh.vertices), 3), 0.8, np.float32)
     write(ExportMesh(mesh.vertices, mesh.faces, vertex_normals(mesh.vertices, mesh.faces), colors), path)
     return path
