@@ -201,6 +201,7 @@ def test_compare_scores_silhouettes_and_colour():
     assert compare(rgb_a, torch.ones_like(a), blended, half)["export_color_error"] == pytest.approx(0.0, abs=1e-4)
 
 
+@pytest.mark.slow
 def test_a_finished_run_writes_textured_assets_and_a_passing_fidelity_check(crisp_run):
     run_dir, m = crisp_run.run_dir, crisp_run.metrics
     assert set(crisp_run.assets) >= set(FORMATS)
@@ -228,6 +229,7 @@ def run_cli(argv, capsys):
     return code, out, err
 
 
+@pytest.mark.slow
 def test_studio_export_writes_the_requested_faces_and_texture_size(crisp_run, tmp_path, capsys):
     out_file = tmp_path / "small.obj"
     code, out, _ = run_cli(["export", str(crisp_run.run_dir), "--format", "obj", "--faces", "400",
@@ -252,6 +254,7 @@ def test_studio_export_bad_input_is_one_line_and_writes_nothing(crisp_run, tmp_p
     assert sorted(p.name for p in Path(crisp_run.run_dir).iterdir()) == before and not any(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_the_fidelity_check_catches_an_over_simplified_export():
     """The same crisp sphere simplified to ~12 faces no longer matches its renders: IoU drops, a warning is set."""
     import representations
