@@ -41,11 +41,16 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("file", type=Path)
     b.add_argument("--out", default=DEFAULT_OUT, help="folder for run directories and manifest.json")
 
-    e = sub.add_parser("export", help="write a finished run's mesh in another format (or its splat.ply)")
+    from .export import ALL_FORMATS
+
+    e = sub.add_parser("export", help="write a finished run's asset in another format (clean, textured, in metres)")
     e.add_argument("run_dir", type=Path)
-    e.add_argument("--format", required=True, choices=["glb", "obj", "ply", "splat"],
-                   help="mesh format, or 'splat' for a Gaussians run's 3DGS PLY (RUN_DIR/splat.ply)")
-    e.add_argument("--out", type=Path, help="file to write (default: RUN_DIR/asset.<format>)")
+    e.add_argument("--format", required=True, choices=list(ALL_FORMATS),
+                   help="glb (PBR textured), obj (+ .mtl + .png), ply (vertex colours), splat (Gaussian runs)")
+    e.add_argument("--faces", type=int, default=None, help="target face count (default: the run's export.faces)")
+    e.add_argument("--texture-size", dest="texture_size", type=int, default=None,
+                   help="baked texture side in pixels (default: the run's export.texture_size)")
+    e.add_argument("--out", type=Path, help="file to write (default: RUN_DIR/asset.<format>, or RUN_DIR/splat.ply)")
     e.add_argument("--resolution", type=int, default=None, help="mesh extraction grid (default: the run's)")
 
     from .bench.cli import add_parser as add_bench_parser
@@ -89,6 +94,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if "mesh_warning" in finished.metrics:
         print(f"warning: {finished.metrics['mesh_warning']}; no mesh files were written "
               "(try more --steps or another --seed)", file=sys.stderr)
+    if "export_warning" in finished.metrics:
+        print(f"warning: {finished.metrics['export_warning']}; try a higher export.mesh_resolution or export.faces",
+              file=sys.stderr)
     for kind in ("glb", "obj", "ply", "splat", "turntable"):
         if kind in finished.assets:
             print(f"{kind}: {finished.assets[kind]}")
@@ -105,7 +113,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from .reexport import export_run
 
-    path = export_run(args.run_dir, args.format, args.out, args.resolution)
+    path = export_run(args.run_dir, args.format, args.out, args.resolution, args.faces, args.texture_size)
     print(path)
     return 0
 

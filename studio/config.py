@@ -76,16 +76,44 @@ class LogConfig:
 
 @dataclass
 class ExportConfig:
-    """What a finished run writes."""
+    """What a finished run writes (docs/export.md): clean, textured meshes in metres, Y up, on the ground."""
 
     formats: list[str] = field(default_factory=lambda: ["glb", "obj", "ply"])
     """Mesh formats written at the end (glb, obj, ply)."""
     mesh_resolution: int = 128
     """Grid resolution for mesh extraction."""
+    faces: int = 20000
+    """Target face count after simplification (0 = keep every face of the extracted mesh)."""
+    texture_size: int = 1024
+    """Side of the baked albedo texture in pixels (0 = no texture: vertex colours only)."""
+    texture_padding: int = 4
+    """Texels between UV charts, filled by growing each chart's colours (no seams under filtering)."""
+    size: float = 1.0
+    """Real-world size: the longest side of the exported bounding box, in metres (0 = keep scene units)."""
+    min_part_fraction: float = 0.05
+    """Drop connected parts with less surface area than this fraction of the largest part (floaters)."""
+    fidelity_views: int = 8
+    """Views per ring (two rings) of the fidelity check written to metrics.json (0 = skip the check)."""
+    fidelity_size: int = 64
+    """Pixel size of the fidelity check's renders."""
     turntable_frames: int = 24
     """Frames of the turntable GIF (0 = none)."""
     turntable_size: int = 128
     """Turntable frame size in pixels."""
+
+    def validate(self) -> None:
+        """Raise ConfigError for unusable values."""
+        from .export import FORMATS
+
+        for fmt in self.formats:
+            if fmt not in FORMATS:
+                raise ConfigError(f"unknown export format {fmt!r}; valid: {', '.join(FORMATS)}")
+        if self.faces != 0 and self.faces < 100:
+            raise ConfigError(f"export.faces must be 0 (no limit) or at least 100, got {self.faces}")
+        if not 0 <= self.texture_size <= 8192 or self.texture_padding < 0:
+            raise ConfigError(f"export.texture_size must be in 0..8192 (0 = no texture), got {self.texture_size}")
+        if self.size < 0 or not 0 <= self.min_part_fraction <= 1:
+            raise ConfigError("export.size must be >= 0 and export.min_part_fraction in [0, 1]")
 
 
 @dataclass
@@ -129,9 +157,7 @@ class RunConfig:
             raise ConfigError(f"steps must be positive, got {self.steps}")
         if self.camera.resolution < 8 or self.camera.batch_size < 1:
             raise ConfigError("camera.resolution must be >= 8 and camera.batch_size >= 1")
-        for fmt in self.export.formats:
-            if fmt not in ("glb", "obj", "ply"):
-                raise ConfigError(f"unknown export format {fmt!r}; valid: glb, obj, ply")
+        self.export.validate()
         if self.init_from and not (Path(self.init_from) / "checkpoint" / "scene.safetensors").is_file():
             raise ConfigError(f"--init-from {self.init_from}: not a run directory with a checkpoint; "
                               "pass the folder of a finished run")

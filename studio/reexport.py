@@ -22,22 +22,31 @@ def load_scene(run_dir: Path):
     return cfg, scene
 
 
-def export_run(run_dir: Path, fmt: str, out: Path | None = None, resolution: int | None = None) -> Path:
-    """Write the run's mesh as `fmt` to `out` (default RUN_DIR/asset.<fmt>; 'splat': RUN_DIR/splat.ply,
-    Gaussians only). Returns the written path."""
-    import torch
+def export_run(run_dir: Path, fmt: str, out: Path | None = None, resolution: int | None = None,
+               faces: int | None = None, texture_size: int | None = None) -> Path:
+    """Write the run's asset as `fmt` to `out` (default RUN_DIR/asset.<fmt>, or splat.ply). Returns the written path.
 
-    from .export import write_mesh
+    `faces` / `texture_size` override the run's [export] settings; all input is checked before anything is written.
+    """
+    import dataclasses
 
+    from .export import ALL_FORMATS, SCENE_FORMATS
+    from .export.pipeline import prepare, write_formats
+
+    if fmt not in ALL_FORMATS:
+        raise UserError(f"unknown format {fmt!r}; valid: {', '.join(ALL_FORMATS)}")
     if not Path(run_dir).is_dir():
         raise UserError(f"run directory {run_dir} does not exist")
     cfg, scene = load_scene(run_dir)
-    if fmt == "splat":
-        from .splat import write_splat_ply
-
-        if not hasattr(scene, "splat_tensors"):
-            raise UserError(f"--format splat needs a gaussians run; {run_dir} is {cfg.representation.kind!r}")
-        return write_splat_ply(out or Path(run_dir) / "splat.ply", scene.splat_tensors())
-    with torch.no_grad():
-        mesh = scene.extract_mesh(resolution or cfg.export.mesh_resolution)
-    return write_mesh(mesh, out or Path(run_dir) / f"asset.{fmt}", fmt)
+    changes = {k: v for k, v in {"faces": faces, "texture_size": texture_size,
+                                 "mesh_resolution": resolution}.items() if v is not None}
+    export_cfg = dataclasses.replace(cfg.export, **changes, fidelity_views=0)
+    export_cfg.validate()
+    if out is not None and Path(out).suffix.lower() != (".ply" if fmt == "splat" else f".{fmt}"):
+        raise UserError(f"--out {out}: the file name must end in .{'ply' if fmt == 'splat' else fmt} for --format {fmt}")
+    if fmt in SCENE_FORMATS:
+        return write_formats(None, scene, [fmt], Path(run_dir), out)[fmt]
+    prepared = prepare(scene, export_cfg)
+    if prepared.mesh is None:
+        raise UserError("the run's scene has no surface (empty mesh); nothing to export: generate with more --steps")
+    return write_formats(prepared, scene, [fmt], Path(run_dir), out)[fmt]

@@ -25,7 +25,7 @@ from .checkpoint import save_checkpoint
 from .config import RunConfig, ShadingConfig, config_to_toml
 from .events import Event, Finished, Preview, Progress, Started
 from .errors import UserError
-from .export import write_mesh
+from .export.pipeline import prepare, write_formats
 from .models import embedded_prompt_warning, load_guidance
 from .rundir import atomic_write_text, create_run_dir, write_json, write_status
 from .sampling import VIEW_SUFFIXES, sample_cameras, view_names, view_prompt
@@ -181,16 +181,12 @@ def make_preview(cfg: RunConfig, scene, step: int, run_dir: Path) -> Preview:
 
 
 def export_assets(cfg: RunConfig, scene, run_dir: Path) -> tuple[dict[str, Path], dict]:
-    """Mesh files and turntable of a finished scene, plus mesh statistics for metrics.json."""
+    """Mesh files and turntable of a finished scene, plus mesh statistics and the fidelity check for metrics.json."""
+    prepared = prepare(scene, cfg.export)
+    stats = prepared.stats
     assets: dict[str, Path] = {}
-    with torch.no_grad():
-        mesh = scene.extract_mesh(cfg.export.mesh_resolution)
-    stats = {"mesh_vertices": int(len(mesh.vertices)), "mesh_faces": int(len(mesh.faces))}
-    if mesh.is_empty:
-        stats["mesh_warning"] = "empty mesh: the scene has no surface"
-    else:
-        for fmt in cfg.export.formats:
-            assets[fmt] = write_mesh(mesh, run_dir / f"asset.{fmt}", fmt)
+    if prepared.mesh is not None:
+        assets.update(write_formats(prepared, scene, cfg.export.formats, run_dir))
     if hasattr(scene, "splat_tensors"):  # Gaussians: the 3DGS PLY that splat viewers read
         from .splat import write_splat_ply
 

@@ -1,0 +1,132 @@
+"""The export pipeline: scene -> mesh -> clean -> simplify -> unwrap -> bake -> place -> write (+ fidelity).
+
+    prepared = prepare(scene, cfg)                 # ExportMesh in metres + the placement, stats
+    paths = write_formats(prepared, scene, ["glb", "obj"], run_dir)
+    stats.update(fidelity ...)                     # inside prepare when cfg.fidelity_views > 0
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from representations.mesh import Mesh
+
+from ..errors import UserError
+from . import SCENE_FORMATS, default_path, writer
+from .asset import ExportMesh
+from .bake import bake_albedo
+from .clean import Placement, drop_floaters, orient_outward, placement, vertex_normals
+from .simplify import simplify
+from .unwrap import unwrap
+
+
+FIDELITY_WARN_IOU = 0.9
+"""Below this silhouette IoU against the renders, metrics.json and `studio generate` carry an export warning."""
+
+
+@dataclass
+class Prepared:
+    """A scene's export-ready mesh (None when the scene has no surface) and what happened on the way."""
+
+    mesh: ExportMesh | None
+    """The cleaned, textured mesh in metres (Y up, on the ground plane)."""
+    placement: Placement | None
+    """How scene coordinates map to the exported metres."""
+    stats: dict = field(default_factory=dict)
+    """mesh_* counts, timings, fidelity metrics, or mesh_warning: all go into metrics.json."""
+
+
+def albedo_field(scene) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """scene.albedo_at as a no-grad function on CPU points [N, 3] -> [N, 3], or None if the scene has none."""
+    device = next((t.device for t in list(scene.parameters()) + list(scene.buffers())), torch.device("cpu"))
+
+    def query(points: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return scene.albedo_at(points.to(device)).float().cpu().clamp(0, 1)
+
+    try:
+        query(torch.zeros(1, 3))
+    except NotImplementedError:
+        return None
+    return query
+
+
+def vertex_colors(mesh: Mesh, source: Mesh, albedo) -> np.ndarray:
+    """[V, 3] colours of `mesh`: the albedo field at its vertices, else the nearest `source` vertex colour."""
+    if albedo is not None:
+        return albedo(torch.from_numpy(mesh.vertices)).numpy().astype(np.float32)
+    if source.colors is None:
+        return np.full((len(mesh.vertices), 3), 0.8, np.float32)
+    from scipy.spatial import cKDTree
+
+    _, idx = cKDTree(source.vertices).query(mesh.vertices)
+    return source.colors[idx].astype(np.float32)
+
+
+def prepare(scene, cfg, resolution: int | None = None) -> Prepared:
+    """Extract, clean, simplify, unwrap, bake and place the mesh of `scene` as configured by `cfg` (ExportConfig)."""
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        raw = scene.extract_mesh(resolution or cfg.mesh_resolution)
+    stats: dict = {"mesh_vertices": int(len(raw.vertices)), "mesh_faces": int(len(raw.faces))}
+    if raw.is_empty:
+        stats["mesh_warning"] = "empty mesh: the scene has no surface"
+        return Prepared(None, None, stats)
+    mesh = orient_outward(simplify(orient_outward(drop_floaters(raw, cfg.min_part_fraction)), cfg.faces))
+    albedo = albedo_field(scene)
+    colors = vertex_colors(mesh, raw, albedo)
+    normals = vertex_normals(mesh.vertices, mesh.faces)
+    uvs = texture = None
+    verts, faces, keep = mesh.vertices, mesh.faces, np.arange(len(mesh.vertices))
+    t1 = time.perf_counter()
+    if cfg.texture_size > 0:
+        keep, faces, uvs = unwrap(mesh.vertices, mesh.faces, cfg.texture_size, cfg.texture_padding)
+        verts = mesh.vertices[keep]
+        t2 = time.perf_counter()
+        texture = bake_albedo(verts, faces, uvs, cfg.texture_size, cfg.texture_padding, albedo, colors[keep])
+        stats.update(unwrap_seconds=round(t2 - t1, 3), bake_seconds=round(time.perf_counter() - t2, 3))
+    place = placement(mesh.vertices, cfg.size)
+    out = ExportMesh(place.apply(verts), faces, normals[keep], colors[keep], uvs, texture)
+    lo, hi = out.vertices.min(0), out.vertices.max(0)
+    stats.update(export_vertices=int(len(out.vertices)), export_faces=int(len(out.faces)),
+                 export_size_m=[round(float(x), 4) for x in hi - lo], export_scale=round(place.scale, 6))
+    if cfg.fidelity_views > 0:
+        from .fidelity import fidelity
+
+        stats.update(fidelity(scene, verts, faces, uvs, texture, colors[keep], cfg.fidelity_views, cfg.fidelity_size))
+        if stats["export_iou"] < FIDELITY_WARN_IOU:
+            stats["export_warning"] = (f"the exported mesh differs from the renders (silhouette IoU "
+                                       f"{stats['export_iou']:.2f} < {FIDELITY_WARN_IOU})")
+    stats["export_seconds"] = round(time.perf_counter() - t0, 3)
+    return Prepared(out, place, stats)
+
+
+def write_splat(scene, path: Path) -> Path:
+    """Write the scene's Gaussians as splat.ply (UserError when the scene has none)."""
+    if not hasattr(scene, "splat_tensors"):
+        raise UserError(f"--format splat needs a Gaussian scene; this run's representation "
+                        f"({scene.cfg.kind}) has none; use --format glb, obj or ply")
+    from studio.splat import write_splat_ply
+
+    write_splat_ply(Path(path), scene.splat_tensors())
+    return Path(path)
+
+
+def write_formats(prepared: Prepared | None, scene, formats: list[str], run_dir: Path,
+                  out: Path | None = None) -> dict[str, Path]:
+    """Write each format (to `out` when exactly one is asked, else the run-dir defaults); format -> main path."""
+    paths: dict[str, Path] = {}
+    for fmt in formats:
+        path = Path(out) if out is not None else default_path(run_dir, fmt)
+        if fmt in SCENE_FORMATS:
+            paths[fmt] = write_splat(scene, path)
+            continue
+        if prepared is None or prepared.mesh is None:
+            raise UserError("the extracted mesh is empty (the scene has no surface); run more steps or check the prompt")
+        paths[fmt] = writer(fmt)(prepared.mesh, path)[0]
+    return paths
