@@ -293,7 +293,6 @@ def test_config_validation(kind, bad, match):
 
 
 # ---- real tiny models ------------------------------------------------------------------------------------------
-@pytest.mark.slow
 def test_tsm_with_gamma_zero_is_ism(tiny_sd):
     cond, uncond = tiny_sd.encode_text(["a red cube"] * 2), tiny_sd.encode_text([""] * 2)
     grads = []
@@ -312,7 +311,6 @@ def test_tsm_with_gamma_zero_is_ism(tiny_sd):
     assert not torch.allclose(images.grad, g_ism, rtol=1e-3)  # γ > 0 really changes the target
 
 
-@pytest.mark.slow
 def test_every_loss_on_sdxl_and_v_prediction():
     """One step of each new loss on tiny SDXL (pooled text, add_time_ids) and VSD / ISM on a v-prediction model."""
     for family, prediction, kinds in (("sdxl", "epsilon", ["csm", "ism", "tsm", "vsd"]),
@@ -371,7 +369,6 @@ def test_vsd_state_survives_a_checkpoint_and_resumes_identically(tmp_path):
         load_distillation_state(tmp_path / "sds", resumed)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("kind", [k for k in KINDS if k != "sds"])
 def test_run_finishes_with_each_loss(kind, tmp_path):
     """studio's run loop, 2 steps at 32 px with a tiny random model and NeRF: every loss plugs in unchanged."""
