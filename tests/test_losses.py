@@ -383,3 +383,15 @@ def test_run_finishes_with_each_loss(kind, tmp_path):
     assert isinstance(events[-1], Finished)
     log = [line for line in (events[-1].run_dir / "log.jsonl").read_text().splitlines() if line]
     assert len(log) >= 1 and '"grad_norm"' in log[-1] and '"distill"' in log[-1]
+
+
+@pytest.mark.parametrize("dropout", [0.0, 1.0])
+def test_vsd_camera_dropout_zeroes_the_lora_steps_camera(dropout, unet):
+    stub = StubGuidance(unet)
+    vsd = VSD(VSDConfig(camera_dropout=dropout), stub, total_steps=10)
+    seen = []
+    vsd.camera.register_forward_hook(lambda module, args, out: seen.append(args[0].detach().clone()))
+    _, _, c2w = run_loss(vsd)
+    assert len(seen) == 1  # the LoRA step (the stub answers the distillation pass itself)
+    expected = torch.zeros(2, 16) if dropout == 1.0 else c2w.reshape(2, 16)
+    assert torch.equal(seen[0], expected)
