@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from torch import Tensor
+import torch.nn.functional as F
 
 import distillation
 from distillation.base import TextEmbeds
@@ -15,7 +15,7 @@ from distillation.guidance import Guidance
 from distillation.inversion import ddim_invert, inversion_evals
 from distillation.ism import ISM, ISMConfig
 from distillation.pgc import PGCConfig, attach_pgc
-from distillation.schedule import Ramp, interval_timesteps
+from distillation.schedule import Ramp, interval_timesteps, sample_timesteps
 from distillation.tiny import tiny_guidance
 from distillation.tsm import TSM, TSMConfig, mu_timesteps
 from distillation.vsd import VSD, VSDConfig
@@ -238,6 +238,19 @@ def test_vsd_lora_target_is_v_for_v_prediction():
     # ε error = √ᾱ·(v error): the LoRA regresses the model's own output type
     assert torch.allclose(eps - noise, a.sqrt() * (raw - v), atol=1e-5)
     assert torch.equal(tiny_guidance("sd", "epsilon").training_target(x0, noise, t), noise)
+    # VSD's LoRA step regresses v on this model: at initialisation (LoRA up-projections and camera output at
+    # zero) the adapted UNet is the pretrained one, so its first loss is the pretrained output's MSE to v
+    vsd = VSD(VSDConfig(camera_dropout=0.0), g, total_steps=10)
+    torch.manual_seed(5)
+    t = sample_timesteps(2, 0.0, 1.0, T)
+    noise = torch.randn(2, 4, 8, 8)
+    with torch.no_grad():
+        raw = g.model_output(g.add_noise(x0, noise, t), t, e)
+    cameras = torch.randn(2, 16)
+    torch.manual_seed(5)
+    got = vsd.train_lora(x0, e, cameras)
+    assert got == pytest.approx(F.mse_loss(raw, g.training_target(x0, noise, t)).item(), rel=1e-4)
+    assert got != pytest.approx(F.mse_loss(raw, noise).item(), rel=1e-2)
 
 
 # ---- PGC on every loss -----------------------------------------------------------------------------------------
