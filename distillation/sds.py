@@ -71,5 +71,6 @@ class SDS(Distillation):
         logs = {
             "t": (t.float().mean() / g.num_train_timesteps).item(),
             "grad_norm": grad.flatten(1).norm(dim=1).mean().item(),
+            "unet_evals": 2.0,
         }
         return LossOut(loss=loss, logs=logs)

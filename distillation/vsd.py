@@ -22,6 +22,7 @@ camera embedding carries the view either way).
 from __future__ import annotations
 
 import itertools
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -105,8 +106,10 @@ class VSD(Distillation):
             raise ValueError("vsd needs a guidance UNet without its own class embedding (the camera embedding "
                              "takes that slot); use another distillation with this model")
         self.adapter = f"vsd{next(_ADAPTER_IDS)}"
-        unet.add_adapter(LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_rank, init_lora_weights=True,
-                                    target_modules=LORA_TARGETS), adapter_name=self.adapter)
+        with warnings.catch_warnings():  # several VSDs on one guidance (tests) each add their own adapter: intended
+            warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
+            unet.add_adapter(LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_rank, init_lora_weights=True,
+                                        target_modules=LORA_TARGETS), adapter_name=self.adapter)
         self.lora_names = [n for n, _ in unet.named_parameters() if f".{self.adapter}." in n]
         lora = dict(unet.named_parameters())
         self.lora_params = [lora[n] for n in self.lora_names]

@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from torch import Tensor
+import torch.nn.functional as F
 
 import distillation
 from distillation.base import TextEmbeds
@@ -15,7 +15,7 @@ from distillation.guidance import Guidance
 from distillation.inversion import ddim_invert, inversion_evals
 from distillation.ism import ISM, ISMConfig
 from distillation.pgc import PGCConfig, attach_pgc
-from distillation.schedule import Ramp, interval_timesteps
+from distillation.schedule import Ramp, interval_timesteps, sample_timesteps
 from distillation.tiny import tiny_guidance
 from distillation.tsm import TSM, TSMConfig, mu_timesteps
 from distillation.vsd import VSD, VSDConfig
@@ -238,6 +238,19 @@ def test_vsd_lora_target_is_v_for_v_prediction():
     # ε error = √ᾱ·(v error): the LoRA regresses the model's own output type
     assert torch.allclose(eps - noise, a.sqrt() * (raw - v), atol=1e-5)
     assert torch.equal(tiny_guidance("sd", "epsilon").training_target(x0, noise, t), noise)
+    # VSD's LoRA step regresses v on this model: at initialisation (LoRA up-projections and camera output at
+    # zero) the adapted UNet is the pretrained one, so its first loss is the pretrained output's MSE to v
+    vsd = VSD(VSDConfig(camera_dropout=0.0), g, total_steps=10)
+    torch.manual_seed(5)
+    t = sample_timesteps(2, 0.0, 1.0, T)
+    noise = torch.randn(2, 4, 8, 8)
+    with torch.no_grad():
+        raw = g.model_output(g.add_noise(x0, noise, t), t, e)
+    cameras = torch.randn(2, 16)
+    torch.manual_seed(5)
+    got = vsd.train_lora(x0, e, cameras)
+    assert got == pytest.approx(F.mse_loss(raw, g.training_target(x0, noise, t)).item(), rel=1e-4)
+    assert got != pytest.approx(F.mse_loss(raw, noise).item(), rel=1e-2)
 
 
 # ---- PGC on every loss -----------------------------------------------------------------------------------------
@@ -369,7 +382,6 @@ def test_vsd_state_survives_a_checkpoint_and_resumes_identically(tmp_path):
         load_distillation_state(tmp_path / "sds", resumed)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("kind", [k for k in KINDS if k != "sds"])
 def test_run_finishes_with_each_loss(kind, tmp_path):
     """studio's run loop, 2 steps at 32 px with a tiny random model and NeRF: every loss plugs in unchanged."""
@@ -384,3 +396,15 @@ def test_run_finishes_with_each_loss(kind, tmp_path):
     assert isinstance(events[-1], Finished)
     log = [line for line in (events[-1].run_dir / "log.jsonl").read_text().splitlines() if line]
     assert len(log) >= 1 and '"grad_norm"' in log[-1] and '"distill"' in log[-1]
+
+
+@pytest.mark.parametrize("dropout", [0.0, 1.0])
+def test_vsd_camera_dropout_zeroes_the_lora_steps_camera(dropout, unet):
+    stub = StubGuidance(unet)
+    vsd = VSD(VSDConfig(camera_dropout=dropout), stub, total_steps=10)
+    seen = []
+    vsd.camera.register_forward_hook(lambda module, args, out: seen.append(args[0].detach().clone()))
+    _, _, c2w = run_loss(vsd)
+    assert len(seen) == 1  # the LoRA step (the stub answers the distillation pass itself)
+    expected = torch.zeros(2, 16) if dropout == 1.0 else c2w.reshape(2, 16)
+    assert torch.equal(seen[0], expected)
