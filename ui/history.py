@@ -95,8 +95,8 @@ def obj_bundle(run_dir: Path) -> list[Path]:
         mtl = run_dir / name
         if mtl.is_file() and mtl not in files:
             files.append(mtl)
-            for tex in _names(mtl, r"^\s*(?:map_\w+|bump|disp|norm)\s+(?:-\S+\s+\S+\s+)*(.+?)\s*$"):
-                path = run_dir / tex
+            for args in _names(mtl, r"^\s*(?:map_\w+|bump|disp|norm)\s+(.+?)\s*$"):
+                path = run_dir / args.split()[-1]  # the file name comes after any -option values
                 if path.is_file() and path not in files:
                     files.append(path)
     return files
