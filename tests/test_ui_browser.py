@@ -173,3 +173,38 @@ def test_generate_watch_download_stop_and_history(server, browser, tmp_path):
     page.get_by_role("option", name="a red cube · finished", exact=False).first.click()
     page.locator("#history-viewer canvas").wait_for()
     page.locator("#history-files a[download='asset.glb']").wait_for()
+
+
+def test_batch_reexport_and_run_again(server, browser):
+    from playwright.sync_api import expect
+
+    url, out = server
+    page = open_page(browser, url)
+    fill_form(page, "unused", steps=2)  # pasted batch prompts take the Generate tab's settings
+
+    page.get_by_role("tab", name="Batch").click()
+    page.locator("#batch-prompts textarea").fill("a small cube\n# a comment\na small ball\n")
+    page.locator("#batch-run").click()
+    page.get_by_text("Queued 2 job(s).").wait_for()
+    page.wait_for_function("() => (document.querySelector('#batch-table').innerText.match(/finished/g) || []).length == 2")
+    zips = {a.get_attribute("download") for a in page.locator("#batch-files a[download]").all()}
+    assert len(zips) == 2 and all(z.startswith(("a-small-cube-", "a-small-ball-")) for z in zips), zips
+
+    # History: re-export a run as OBJ with the CLI's export function, then run it again
+    page.get_by_role("tab", name="History").click()
+    page.locator("#history-run input").click()
+    page.get_by_role("option", name="a small ball · finished", exact=False).first.click()
+    page.locator("#history-files a[download='asset.glb']").wait_for()
+    ball = next(p for p in out.rglob("a-small-ball-*") if p.is_dir())
+    (ball / "asset.obj").unlink()
+    page.locator("#history-format input").click()
+    page.get_by_role("option", name="obj", exact=True).click()
+    page.locator("#history-reexport").click()
+    page.get_by_text("Wrote").wait_for()
+    assert (ball / "asset.obj").is_file()
+    page.locator("#history-files a[download='asset-obj.zip']").wait_for()
+    page.locator("#history-again").click()
+    expect(page.get_by_role("tab", name="Generate")).to_have_attribute("aria-selected", "true")
+    wait_status(page, "Finished")
+    again = sorted(p for p in out.rglob("a-small-ball-*") if p.is_dir())
+    assert len(again) == 2 and (again[0] / "config.toml").read_text() == (again[1] / "config.toml").read_text()
