@@ -164,6 +164,7 @@ def test_handlers_show_errors_and_skip_unchanged_values(tmp_path):
 # ---- the job queue with real runs -------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_one_run_per_device_queue_and_stop(tmp_path):
+    from ui.handlers import BUSY, FORM_FIELDS, Handlers, new_session
     from ui.jobs import JobManager
 
     jobs = JobManager(tmp_path)
@@ -175,6 +176,9 @@ def test_one_run_per_device_queue_and_stop(tmp_path):
         time.sleep(0.05)
     assert jobs.view(running).status == "running"
     assert [(jobs.view(j).status, jobs.view(j).queue_position) for j in (second, third)] == [("queued", 1), ("queued", 2)]
+    h = Handlers(jobs, tmp_path)
+    form = [getattr(small_form("another"), k) for k in FORM_FIELDS]
+    assert h.generate({**new_session(), "job": running}, *form)[1] == BUSY  # one run per user at a time
     assert jobs.cancel(second)  # leaving the queue moves the others up
     assert jobs.view(second).status == "cancelled" and jobs.view(second).run_dir is None
     assert jobs.view(third).queue_position == 1

@@ -18,6 +18,7 @@ from .jobs import JobManager
 FORM_FIELDS = ("prompt", "negative_prompt", "representation", "distillation", "preset", "steps", "seed",
                "guidance_scale", "resolution", "pgc", "pgc_threshold", "model_choice", "model_path", "advanced")
 """The Generate form's inputs, in the order the page passes them."""
+BUSY = "**Your run is still going:** press Stop first, or wait until it ends."
 TICK_OUTPUTS = ("status", "progress", "preview", "plot", "log", "viewer", "turntable", "files", "stop")
 """What a timer tick updates on the Generate tab, in order."""
 
@@ -59,7 +60,8 @@ class Handlers:
             cfg = build_run_config(FormValues(**dict(zip(FORM_FIELDS, values))))
         except Exception as e:  # noqa: BLE001 - any bad input is shown, the page stays up
             return session, error_message(e)
-        self.manager.cancel(session.get("job")) if self._active(session.get("job")) else None
+        if self._active(session.get("job")):
+            return session, BUSY
         session.update(job=self.manager.submit(cfg, session=session["id"]), shown={})
         return session, ""
 
@@ -193,6 +195,8 @@ class Handlers:
             cfg = config_from_toml((self.run_path(value) / "config.toml").read_text())
         except Exception as e:  # noqa: BLE001
             return session, error_message(e), gr.skip()
+        if self._active(session.get("job")):
+            return session, BUSY, gr.update(selected="generate")
         session.update(job=self.manager.submit(cfg, session=session["id"]), shown={})
         return session, f"Queued again: {cfg.prompt}", gr.update(selected="generate")
 
