@@ -167,9 +167,10 @@ def viewer_file(run_dir: Path | str | None) -> Path | None:
 
 
 def turntable_file(run_dir: Path | str | None) -> Path | None:
+    """The turntable the page plays: the GIF (an image component shows it; an .mp4 is offered as a download)."""
     if not run_dir:
         return None
-    for name in ("turntable.mp4", "turntable.gif"):
+    for name in ("turntable.gif",):
         if (Path(run_dir) / name).is_file():
             return Path(run_dir) / name
     return None
