@@ -189,3 +189,15 @@ def test_one_run_per_device_queue_and_stop(tmp_path):
     assert not jobs.cancel(running)  # an ended job cannot be stopped again
     jobs.close()
     assert jobs.wait(third, timeout=60).status == "cancelled"
+
+
+def test_ui_help_imports_neither_gradio_nor_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom studio.cli import main\nimport ui\n"
+            "try:\n    main(['ui', '--help'])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in ('torch', 'gradio') if m in sys.modules))\n")
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, check=True)
+    assert "--auth USER:PASS" in out.stdout and out.stdout.strip().splitlines()[-1] == "[]"
