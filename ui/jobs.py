@@ -113,14 +113,17 @@ class JobManager:
                 self._wake.wait(left)
             return copy.deepcopy(self._jobs[job_id].view)
 
-    def close(self) -> None:
-        """Stop every job and let the workers exit."""
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop every job and wait (up to `timeout` s) for the workers, so running runs record 'cancelled'."""
         with self._lock:
             ids = list(self._jobs)
             self._closed = True
             self._wake.notify_all()
+            workers = list(self._workers.values())
         for job_id in ids:
             self.cancel(job_id)
+        for t in workers:
+            t.join(timeout)
 
     # ---- the worker's side ------------------------------------------------------------------------------
     def _renumber(self, device: str) -> None:
