@@ -110,13 +110,14 @@ def _generate_tab(gr, choices: dict, d: dict) -> tuple[dict, dict, list]:
         with gr.Column(scale=3, min_width=360):
             status = gr.Markdown("No run yet: type a prompt and press Generate.", elem_id="status")
             progress = gr.HTML(elem_id="progress")
-            preview = gr.Image(label="Preview (several viewpoints)", type="filepath", interactive=False, elem_id="preview")
+            preview = gr.Image(label="Preview (several viewpoints)", type="filepath", interactive=False, height=200,
+                               elem_id="preview")
             with gr.Row():
                 plot = gr.LinePlot(x="step", y="loss", label="Loss", height=220, elem_id="loss-plot")
                 log = gr.Textbox(label="Log", lines=9, max_lines=9, interactive=False, elem_id="log")
             with gr.Row():
                 viewer = gr.Model3D(label="3D asset", height=360, elem_id="viewer")
-                turntable = gr.Image(label="Turntable", type="filepath", interactive=False, elem_id="turntable")
+                turntable = gr.Image(label="Turntable", type="filepath", interactive=False, height=360, elem_id="turntable")
             files = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="downloads")
     buttons = {"generate": generate, "stop": stop, "seed": seed_button, "message": message}
     return form, buttons, [status, progress, preview, plot, log, viewer, turntable, files, stop]
@@ -142,7 +143,8 @@ def _history_tab(gr) -> dict:
         with gr.Column(scale=3):
             with gr.Row():
                 c["viewer"] = gr.Model3D(label="3D asset", height=320, elem_id="history-viewer")
-                c["turntable"] = gr.Image(label="Turntable", type="filepath", interactive=False, elem_id="history-turntable")
+                c["turntable"] = gr.Image(label="Turntable", type="filepath", interactive=False, height=320,
+                                          elem_id="history-turntable")
     return c
 
 
