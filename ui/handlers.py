@@ -105,6 +105,11 @@ class Handlers:
         import gradio as gr
 
         session = session or new_session()
+        shown = session.setdefault("shown", {})
+        stamp = (session.get("job"), self.manager.version(session.get("job")))
+        if shown.get("_stamp") == stamp:  # nothing happened since the last tick: no copy, nothing resent
+            return [session, *[gr.skip() for _ in TICK_OUTPUTS]]
+        shown["_stamp"] = stamp
         v = self.manager.view(session.get("job"))
         values = {
             "status": view.status_text(v),
@@ -118,7 +123,6 @@ class Handlers:
         if v is not None and v.status == "finished":
             values.update(viewer=_str(history.viewer_file(v.run_dir)), turntable=_str(history.turntable_file(v.run_dir)),
                           files=tuple(str(p) for p in history.downloads(v.run_dir)))
-        shown = session.setdefault("shown", {})
         out = []
         for key in TICK_OUTPUTS:
             if key in shown and shown[key] == values[key]:

@@ -95,6 +95,12 @@ class JobManager:
             job = self._jobs.get(job_id or "")
             return None if job is None else copy.deepcopy(job.view)
 
+    def version(self, job_id: str | None) -> int | None:
+        """The job view's change counter (None for an unknown id): cheap, for "anything new?" checks."""
+        with self._lock:
+            job = self._jobs.get(job_id or "")
+            return None if job is None else job.view.version
+
     def batch_views(self, batch: str) -> list[JobView]:
         """Copies of a batch's job views, in submission order."""
         with self._lock:
