@@ -201,3 +201,22 @@ def test_ui_help_imports_neither_gradio_nor_torch():
     root = Path(__file__).resolve().parents[1]
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, check=True)
     assert "--auth USER:PASS" in out.stdout and out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_batch_jobs_from_pasted_text_and_prompt_files(tmp_path):
+    from ui.handlers import Handlers
+
+    base = small_form("ignored", steps=4)
+    txt = tmp_path / "prompts.txt"
+    txt.write_text("a green cone\n\n# skipped\n")
+    configs = Handlers._batch_configs("a red cube\n", str(txt), base)
+    assert [c.prompt for c in configs] == ["a red cube", "a green cone"] and {c.steps for c in configs} == {4}
+    toml = tmp_path / "jobs.toml"
+    toml.write_text('[[job]]\nprompt = "a mug"\nsteps = 7\nset = ["guidance.model=tiny-random"]\n')
+    (cfg,) = Handlers._batch_configs("", str(toml), base)
+    assert (cfg.prompt, cfg.steps, cfg.guidance.model) == ("a mug", 7, "tiny-random")  # TOML jobs carry their own
+    with pytest.raises(UserError, match="paste prompts"):
+        Handlers._batch_configs(" \n# only a comment\n", None, base)
+    toml.write_text('[[job]]\nprompt = "a mug"\ncolour = "red"\n')
+    with pytest.raises(UserError, match="unknown key 'colour'"):
+        Handlers._batch_configs("", str(toml), base)
