@@ -148,15 +148,15 @@ def test_history_lists_runs_with_status_and_settings(tmp_path):
 def test_handlers_show_errors_and_skip_unchanged_values(tmp_path):
     import gradio as gr
 
-    from ui.handlers import FORM_FIELDS, Handlers, new_session
+    from ui.handlers import FORM_FIELDS, TICK_OUTPUTS, Handlers, new_session
     from ui.jobs import JobManager
 
     h = Handlers(JobManager(tmp_path), tmp_path)
     session, message = h.generate(new_session(), *[getattr(FormValues(prompt=""), k) for k in FORM_FIELDS])
     assert message.startswith("**Error:**") and "prompt is empty" in message and session["job"] is None
     first = h.tick(session)
-    assert first[1].startswith("No run yet")
-    assert all(isinstance(x, type(gr.skip())) for x in h.tick(session)[1:])  # nothing changed: nothing resent
+    assert len(first) == len(TICK_OUTPUTS) and first[0].startswith("No run yet")  # ticks never write the session
+    assert all(isinstance(x, type(gr.skip())) for x in h.tick(session))  # nothing changed: nothing resent
     with pytest.raises(UserError, match="not a run"):
         h.run_path(str(tmp_path.parent))
 

@@ -46,7 +46,7 @@ def build_app(manager: JobManager, out: Path | str):
         form["preset"].change(h.preset_values, [form["preset"]], [*filled, buttons["message"]])
         form["distillation"].input(h.loss_values, [form["preset"], form["distillation"]],
                                    [form["guidance_scale"], buttons["message"]])
-        timer.tick(h.tick, [session], [session, *live], concurrency_limit=None, show_progress="hidden")
+        timer.tick(h.tick, [session], live, concurrency_limit=None, show_progress="hidden")
 
         refresh_outputs = [hist["table"], hist["gallery"], hist["run"]]
         hist["refresh"].click(h.history, None, refresh_outputs)
@@ -65,7 +65,7 @@ def build_app(manager: JobManager, out: Path | str):
 
         batch["run"].click(h.batch, [session, batch["prompts"], batch["upload"], *form_inputs],
                            [session, batch["message"]])
-        timer.tick(h.batch_tick, [session], [session, batch["table"], batch["files"]],
+        timer.tick(h.batch_tick, [session], [batch["table"], batch["files"]],
                    concurrency_limit=None, show_progress="hidden")
         demo.load(h.history, None, refresh_outputs)
     return demo

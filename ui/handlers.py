@@ -24,8 +24,9 @@ TICK_OUTPUTS = ("status", "progress", "preview", "plot", "log", "viewer", "turnt
 
 
 def new_session() -> dict:
-    """Per-browser-session state: its current job and batch, and what the page already shows."""
-    return {"id": uuid.uuid4().hex, "job": None, "batch": None, "shown": {}, "batch_shown": None}
+    """Per-browser-session state: its id and its current job and batch. Only button handlers write it; ticks
+    only read it (a tick writing it back could undo a Generate that landed while the tick ran)."""
+    return {"id": uuid.uuid4().hex, "job": None, "batch": None}
 
 
 def error_message(e: Exception) -> str:
@@ -51,6 +52,8 @@ class Handlers:
     def __init__(self, manager: JobManager, out: Path | str) -> None:
         self.manager = manager
         self.out = Path(out).resolve()
+        self._shown: dict[str, dict] = {}
+        """What each session's page shows already, by session id (kept server-side, see new_session)."""
 
     # ---- Generate tab ---------------------------------------------------------------------------------------
     def generate(self, session: dict, *values) -> tuple[dict, str]:
@@ -62,7 +65,7 @@ class Handlers:
             return session, error_message(e)
         if self._active(session.get("job")):
             return session, BUSY
-        session.update(job=self.manager.submit(cfg, session=session["id"]), shown={})
+        session.update(job=self.manager.submit(cfg, session=session["id"]))
         return session, ""
 
     def _active(self, job_id: str | None) -> bool:
@@ -105,10 +108,10 @@ class Handlers:
         import gradio as gr
 
         session = session or new_session()
-        shown = session.setdefault("shown", {})
+        shown = self._shown.setdefault(session["id"], {})
         stamp = (session.get("job"), self.manager.version(session.get("job")))
         if shown.get("_stamp") == stamp:  # nothing happened since the last tick: no copy, nothing resent
-            return [session, *[gr.skip() for _ in TICK_OUTPUTS]]
+            return [gr.skip() for _ in TICK_OUTPUTS]
         shown["_stamp"] = stamp
         v = self.manager.view(session.get("job"))
         values = {
@@ -130,7 +133,7 @@ class Handlers:
                 continue
             shown[key] = values[key]
             out.append(self._component_value(key, values[key]))
-        return [session, *out]
+        return out
 
     @staticmethod
     def _component_value(key: str, value):
@@ -201,7 +204,7 @@ class Handlers:
             return session, error_message(e), gr.skip()
         if self._active(session.get("job")):
             return session, BUSY, gr.update(selected="generate")
-        session.update(job=self.manager.submit(cfg, session=session["id"]), shown={})
+        session.update(job=self.manager.submit(cfg, session=session["id"]))
         return session, f"Queued again: {cfg.prompt}", gr.update(selected="generate")
 
     # ---- Batch tab ------------------------------------------------------------------------------------------
@@ -215,7 +218,7 @@ class Handlers:
         batch_id = uuid.uuid4().hex
         for cfg in configs:
             self.manager.submit(cfg, session=session["id"], batch=batch_id)
-        session.update(batch=batch_id, batch_shown=None)
+        session.update(batch=batch_id)
         return session, f"Queued {len(configs)} job(s)."
 
     @staticmethod
@@ -238,19 +241,20 @@ class Handlers:
         return configs
 
     def batch_tick(self, session: dict) -> list:
-        """(session, table, files) for the Batch tab; skips when nothing changed."""
+        """(table, files) for the Batch tab; skips when nothing changed."""
         import gradio as gr
 
         session = session or new_session()
         views = self.manager.batch_views(session.get("batch") or "")
         key = tuple((v.job_id, v.version) for v in views)
-        if session.get("batch_shown") == key:
-            return [session, gr.skip(), gr.skip()]
-        session["batch_shown"] = key
+        shown = self._shown.setdefault(session["id"], {})
+        if shown.get("_batch") == key:
+            return [gr.skip(), gr.skip()]
+        shown["_batch"] = key
         rows = [[i, v.prompt, v.status, f"{v.step}/{v.total or '?'}", Path(v.run_dir).name if v.run_dir else ""]
                 for i, v in enumerate(views, 1)]
         files = [str(z) for v in views if v.status == "finished" and (z := history.run_zip(v.run_dir))]
-        return [session, rows, files or None]
+        return [rows, files or None]
 
 
 def _str(path: Path | None) -> str | None:
