@@ -1,6 +1,7 @@
 """The web studio without a browser: event-to-UI mapping, form -> RunConfig, run folders -> downloads,
 and the per-device job queue driving real runs (tiny random model, 32 px)."""
 import json
+import socket
 import time
 import zipfile
 from pathlib import Path
@@ -109,9 +110,21 @@ def test_choices_come_from_the_registries():
 
 def test_auth_and_bad_cli_input(tmp_path, capsys):
     assert parse_auth("alice:se:cret") == ("alice", "se:cret") and parse_auth(None) is None
-    code = main(["ui", "--auth", "alice", "--out", str(tmp_path)])
+    code = main(["ui", "--auth", "alice", "--out", str(tmp_path / "a")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "USER:PASS" in err[0]
+    assert not (tmp_path / "a").exists()
+
+
+@pytest.mark.slow
+def test_a_busy_port_is_one_line_exit_2(tmp_path, capsys):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        code = main(["ui", "--port", str(busy.getsockname()[1]), "--out", str(tmp_path / "b")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "pass another --port" in err[0], err
+    assert not (tmp_path / "b").exists()  # nothing written
 
 
 # ---- run folders -> downloads -----------------------------------------------------------------------------------

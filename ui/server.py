@@ -29,8 +29,7 @@ def launch(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, out: Path | str =
     credentials = parse_auth(auth)
     if not 0 < int(port) < 65536:
         raise UserError(f"--port must be between 1 and 65535, got {port}")
-    out = Path(out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(out).resolve()  # created by the first run; nothing is written if serving fails
     from .app import CSS, build_app
     from .jobs import JobManager
 
@@ -41,8 +40,9 @@ def launch(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, out: Path | str =
         _, url, _ = demo.launch(server_name=host, server_port=int(port), share=False, auth=credentials,
                                 allowed_paths=[str(out)], prevent_thread_lock=True, ssr_mode=False,
                                 inbrowser=False, quiet=True, css=CSS, footer_links=[])
-    except OSError as e:
-        raise UserError(f"cannot serve on {host}:{port} ({e}); pass another --port") from None
+    except OSError:
+        manager.close()
+        raise UserError(f"cannot serve on {host}:{port} (in use or not allowed); pass another --port") from None
     print(f"studio ui: serving http://{host}:{port} (output folder {out}); Ctrl+C to stop", flush=True)
     if not block:
         return demo, url
