@@ -7,6 +7,7 @@ from .form import FILLED_FIELDS, MODEL_CHOICES, MODEL_EMBEDDED, form_defaults, r
 from .handlers import FORM_FIELDS, Handlers, new_session
 from .history import export_formats
 from .jobs import JobManager
+from .view import LOG_SHOW
 
 TICK_SECONDS = 0.5
 """How often an open page asks for its run's progress."""
@@ -16,6 +17,7 @@ CSS = """
 .studio-progress-fill { height: 100%; background: var(--color-accent); transition: width 0.3s; }
 .studio-progress-text { margin-top: 4px; font-variant-numeric: tabular-nums; }
 .studio-rate { color: var(--body-text-color-subdued); margin-left: 1em; }
+#preview img, #turntable img, #history-turntable img { width: 100%; height: 100%; object-fit: contain; }
 """
 
 
@@ -114,7 +116,7 @@ def _generate_tab(gr, choices: dict, d: dict) -> tuple[dict, dict, list]:
                                elem_id="preview")
             with gr.Row():
                 plot = gr.LinePlot(x="step", y="loss", label="Loss", height=220, elem_id="loss-plot")
-                log = gr.Textbox(label="Log", lines=9, max_lines=9, interactive=False, elem_id="log")
+                log = gr.Textbox(label="Log", lines=LOG_SHOW, max_lines=LOG_SHOW, interactive=False, elem_id="log")
             with gr.Row():
                 viewer = gr.Model3D(label="3D asset", height=360, elem_id="viewer")
                 turntable = gr.Image(label="Turntable", type="filepath", interactive=False, height=360, elem_id="turntable")

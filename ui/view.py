@@ -18,7 +18,8 @@ ENDED = ("finished", "cancelled", "failed")
 """Statuses of a job that has ended (the same words as status.json)."""
 LOG_KEEP = 200
 """Log lines kept per job (the page shows the last LOG_SHOW)."""
-LOG_SHOW = 12
+LOG_SHOW = 9
+"""Log lines shown: as many as the log box has rows, so the newest is always in view."""
 MAX_PLOT_POINTS = 400
 """The loss plot is thinned to at most this many points."""
 
