@@ -233,3 +233,17 @@ def test_batch_jobs_from_pasted_text_and_prompt_files(tmp_path):
     toml.write_text('[[job]]\nprompt = "a mug"\ncolour = "red"\n')
     with pytest.raises(UserError, match="unknown key 'colour'"):
         Handlers._batch_configs("", str(toml), base)
+
+
+def test_a_run_that_fails_reads_plainly(tmp_path):
+    from ui.jobs import JobManager
+
+    not_a_model = tmp_path / "empty-model"
+    not_a_model.mkdir()
+    cfg = build_run_config(FormValues(prompt="a cube", steps=2, model_choice="Local folder", model_path=str(not_a_model)))
+    jobs = JobManager(tmp_path / "out")
+    v = jobs.wait(jobs.submit(cfg), timeout=120)
+    jobs.close()
+    assert v.status == "failed" and str(not_a_model) in v.error and "Traceback" not in v.error
+    assert view.status_text(v).startswith("Failed: ") and v.run_dir is None  # nothing half-written
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
