@@ -56,7 +56,7 @@ def build_app(manager: JobManager, out: Path | str):
         hist["run"].change(h.open_run, [hist["run"]],
                            [hist["details"], hist["viewer"], hist["turntable"], hist["files"], hist["message"]])
         hist["reexport"].click(h.reexport, [hist["run"], hist["format"]], [hist["files"], hist["message"]])
-        hist["again"].click(h.run_again, [session, hist["run"]], [session, buttons["message"], tabs])
+        hist["again"].click(h.run_again, [session, hist["run"]], [session, buttons["message"], tabs], show_progress="hidden")
 
         def pick(evt):  # a thumbnail click opens that run
             return h.gallery_run(evt.index)
