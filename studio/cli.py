@@ -53,6 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", type=Path, help="file to write (default: RUN_DIR/asset.<format>, or RUN_DIR/splat.ply)")
     e.add_argument("--resolution", type=int, default=None, help="mesh extraction grid (default: the run's)")
 
+    u = sub.add_parser("ui", help="serve the web studio in the browser (localhost unless --host is given)")
+    u.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
+    u.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
+    u.add_argument("--out", default=DEFAULT_OUT, help="folder for run directories (default: out)")
+    u.add_argument("--auth", metavar="USER:PASS", help="ask for this user name and password")
+
     from .bench.cli import add_parser as add_bench_parser
 
     add_bench_parser(sub)
@@ -118,13 +124,20 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ui(args: argparse.Namespace) -> int:
+    from ui.server import launch  # noqa: studio's only import of ui: lazy, for this command
+
+    launch(args.host, args.port, args.out, args.auth)
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from .bench.cli import main as bench_main
 
     return bench_main(args)
 
 
-COMMANDS = {"generate": cmd_generate, "batch": cmd_batch, "export": cmd_export, "bench": cmd_bench}
+COMMANDS = {"generate": cmd_generate, "batch": cmd_batch, "export": cmd_export, "ui": cmd_ui, "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> int:

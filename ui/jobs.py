@@ -1,0 +1,198 @@
+"""One run at a time per device: a queue and a worker thread per device, driving `studio.run.run` in-process.
+
+Each job is a `JobView` the worker updates under a lock; the page reads copies by job id (only the
+session that submitted a job knows its id). Stop sets a flag the worker checks after every event, i.e.
+after every step: it closes the run generator (status.json says 'cancelled') and frees the scene.
+"""
+from __future__ import annotations
+
+import copy
+import gc
+import threading
+import traceback
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .view import JobView, add_log, apply_event
+
+
+@dataclass
+class Job:
+    """A submitted run: its config, where it runs and what the page sees."""
+
+    cfg: object
+    """The validated RunConfig."""
+    device: str
+    """The device key the job waits for ('cpu', 'cuda:0', ...)."""
+    view: JobView
+    """What the page shows (mutated by the worker under the manager's lock)."""
+    session: str = ""
+    """The browser session that submitted it."""
+    batch: str = ""
+    """Batch id, if it came from the Batch tab."""
+    stop: threading.Event = field(default_factory=threading.Event)
+    """Set by Stop."""
+
+
+def device_key(cfg) -> str:
+    """The device a config runs on, as a queue key ('auto' resolved like the run does)."""
+    from studio.models import resolve_device
+
+    dev = resolve_device(cfg.guidance.device)
+    return f"cuda:{dev.index or 0}" if dev.type == "cuda" else dev.type
+
+
+class JobManager:
+    """Queues and workers; all public methods are thread-safe."""
+
+    def __init__(self, out: Path | str) -> None:
+        self.out = Path(out)
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._jobs: dict[str, Job] = {}
+        self._waiting: dict[str, list[str]] = {}
+        self._workers: dict[str, threading.Thread] = {}
+        self._closed = False
+
+    # ---- the page's side -------------------------------------------------------------------------------
+    def submit(self, cfg, session: str = "", batch: str = "", device: str | None = None) -> str:
+        """Queue a run of `cfg`; returns its job id."""
+        job_id = uuid.uuid4().hex
+        device = device or device_key(cfg)
+        job = Job(cfg, device, JobView(job_id, cfg.prompt), session, batch)
+        with self._lock:
+            self._jobs[job_id] = job
+            self._waiting.setdefault(device, []).append(job_id)
+            self._renumber(device)
+            if device not in self._workers:
+                t = threading.Thread(target=self._work, args=(device,), name=f"studio-worker-{device}", daemon=True)
+                self._workers[device] = t
+                t.start()
+            self._wake.notify_all()
+        return job_id
+
+    def cancel(self, job_id: str | None) -> bool:
+        """Stop a job: a queued one leaves the queue, a running one stops after its current step."""
+        with self._lock:
+            job = self._jobs.get(job_id or "")
+            if job is None or job.view.ended:
+                return False
+            job.stop.set()
+            if job.view.status == "queued":
+                self._waiting[job.device].remove(job_id)
+                self._renumber(job.device)
+                job.view.status = "cancelled"
+                add_log(job.view, "cancelled before it started")
+            else:
+                job.view.status = "stopping"
+                job.view.version += 1
+            return True
+
+    def view(self, job_id: str | None) -> JobView | None:
+        """A copy of the job's view (None for an unknown id)."""
+        with self._lock:
+            job = self._jobs.get(job_id or "")
+            return None if job is None else copy.deepcopy(job.view)
+
+    def version(self, job_id: str | None) -> int | None:
+        """The job view's change counter (None for an unknown id): cheap, for "anything new?" checks."""
+        with self._lock:
+            job = self._jobs.get(job_id or "")
+            return None if job is None else job.view.version
+
+    def batch_views(self, batch: str) -> list[JobView]:
+        """Copies of a batch's job views, in submission order."""
+        with self._lock:
+            return [copy.deepcopy(j.view) for j in self._jobs.values() if batch and j.batch == batch]
+
+    def wait(self, job_id: str, timeout: float | None = None) -> JobView | None:
+        """Block until the job has ended (for tests and scripts); returns its final view."""
+        import time
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            while not self._jobs[job_id].view.ended:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    break
+                self._wake.wait(left)
+            return copy.deepcopy(self._jobs[job_id].view)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop every job and wait (up to `timeout` s) for the workers, so running runs record 'cancelled'."""
+        with self._lock:
+            ids = list(self._jobs)
+            self._closed = True
+            self._wake.notify_all()
+            workers = list(self._workers.values())
+        for job_id in ids:
+            self.cancel(job_id)
+        for t in workers:
+            t.join(timeout)
+
+    # ---- the worker's side ------------------------------------------------------------------------------
+    def _renumber(self, device: str) -> None:
+        for pos, job_id in enumerate(self._waiting.get(device, []), 1):
+            view = self._jobs[job_id].view
+            if view.queue_position != pos:
+                view.queue_position = pos
+                view.version += 1
+
+    def _next(self, device: str) -> Job | None:
+        with self._lock:
+            while not self._waiting.get(device) and not self._closed:
+                self._wake.wait()
+            if self._closed:
+                return None
+            job = self._jobs[self._waiting[device].pop(0)]
+            self._renumber(device)
+            job.view.status, job.view.queue_position = "starting", 0
+            job.view.version += 1
+            return job
+
+    def _work(self, device: str) -> None:
+        while (job := self._next(device)) is not None:
+            self._execute(job)
+
+    def _execute(self, job: Job) -> None:
+        from studio.cli import is_user_error
+        from studio.run import run
+
+        events = None
+        try:
+            events = run(job.cfg, self.out)
+            for ev in events:
+                with self._lock:
+                    apply_event(job.view, ev, job.cfg.log.log_every)
+                if job.stop.is_set():
+                    break
+        except Exception as e:  # noqa: BLE001 - shown in the page; the worker lives on
+            with self._lock:
+                job.view.status = "failed"
+                job.view.error = str(e) if is_user_error(e) else f"{type(e).__name__}: {e}"
+                add_log(job.view, "failed: " + job.view.error)
+                if not is_user_error(e):
+                    add_log(job.view, traceback.format_exc(limit=3).strip().splitlines()[-1])
+        finally:
+            if events is not None:
+                events.close()  # a run stopped mid-way records status 'cancelled' in its folder
+            del events
+            _free_memory()
+            with self._lock:
+                if not job.view.ended:
+                    job.view.status = "cancelled"
+                    add_log(job.view, f"cancelled at step {job.view.step}")
+                job.view.version += 1
+                self._wake.notify_all()
+
+
+def _free_memory() -> None:
+    """Drop the finished run's tensors (and the CUDA cache, if torch uses CUDA)."""
+    gc.collect()
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
