@@ -83,6 +83,17 @@ def test_placement_puts_the_object_on_the_ground_at_the_documented_size():
     assert np.allclose(p.invert(out), v, atol=1e-6)
 
 
+def test_unwrap_in_a_child_process_equals_in_process_and_reports_errors():
+    """unwrap() runs xatlas in a forked child (its teardown can deadlock): same result, errors still raised."""
+    from studio.export.unwrap import unwrap_here
+
+    m = sphere(0.5, subdivisions=2)
+    for a, b in zip(unwrap(m.vertices, m.faces, 128, 2), unwrap_here(m.vertices, m.faces, 128, 2)):
+        assert np.array_equal(a, b)
+    with pytest.raises(RuntimeError, match="Index out of range"):
+        unwrap(m.vertices, np.array([[0, 1, len(m.vertices) + 5]]), 128, 2)
+
+
 # ---- UV bake -------------------------------------------------------------------------------------------
 def test_uv_raster_covers_the_charts_and_reconstructs_texel_centres():
     m = sphere(0.5, subdivisions=2)

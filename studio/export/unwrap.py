@@ -1,15 +1,59 @@
-"""UV unwrapping with xatlas: charts packed into [0, 1]^2, vertices split along the seams."""
+"""UV unwrapping with xatlas: charts packed into [0, 1]^2, vertices split along the seams.
+
+xatlas runs in a forked child process that sends its result back and then exits with `os._exit`, skipping
+the library's teardown: xatlas's thread-pool destructor can deadlock (seen on this 2-core machine under load:
+the main thread waited forever in `TaskScheduler::~TaskScheduler` joining a worker that missed its wake-up).
+Where `fork` is not available (Windows) it runs in-process.
+"""
 from __future__ import annotations
+
+import multiprocessing as mp
+import os
 
 import numpy as np
 
+Unwrapped = tuple[np.ndarray, np.ndarray, np.ndarray]
 
-def unwrap(vertices: np.ndarray, faces: np.ndarray, texture_size: int, padding: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+
+def unwrap(vertices: np.ndarray, faces: np.ndarray, texture_size: int, padding: int) -> Unwrapped:
     """(vmap [V'], faces' [F, 3], uvs [V', 2]) for `vertices [V, 3]`, `faces [F, 3]`.
 
     New vertex i is old vertex vmap[i]; uvs are in glTF convention (v down), charts `padding` texels apart
     in a `texture_size`² atlas.
     """
+    if "fork" not in mp.get_all_start_methods():
+        return unwrap_here(vertices, faces, texture_size, padding)
+    ctx = mp.get_context("fork")
+    receive, send = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=_child, args=(send, vertices, faces, texture_size, padding), daemon=True)
+    child.start()
+    send.close()
+    try:
+        result = receive.recv()
+    except EOFError:
+        raise RuntimeError(f"xatlas UV unwrapping died (exit code {child.exitcode})") from None
+    finally:
+        receive.close()
+        child.join(timeout=10)
+        if child.is_alive():
+            child.kill()
+    if isinstance(result, BaseException):
+        raise result
+    return result
+
+
+def _child(send, vertices: np.ndarray, faces: np.ndarray, texture_size: int, padding: int) -> None:
+    try:
+        send.send(unwrap_here(vertices, faces, texture_size, padding))
+    except BaseException as e:  # noqa: BLE001 - re-raised in the parent
+        send.send(e)
+    finally:
+        send.close()
+        os._exit(0)  # no interpreter or xatlas teardown in the child
+
+
+def unwrap_here(vertices: np.ndarray, faces: np.ndarray, texture_size: int, padding: int) -> Unwrapped:
+    """`unwrap` in this process (xatlas's teardown runs here)."""
     import xatlas
 
     atlas = xatlas.Atlas()
