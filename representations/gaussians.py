@@ -105,6 +105,19 @@ class GaussiansConfig(RepresentationConfig):
             raise ValueError("gaussians: num_init must be >= 1")
 
 
+def _outward_quats(means: Tensor) -> Tensor:
+    """[n, 3] -> [n, 4] (w, x, y, z) rotations taking the x axis to the direction from the centroid to each mean.
+
+    With x the shortest axis, the normals of a fresh cloud point outward, so a blob starts out shaded like a
+    ball; with identity rotations every normal would be +-x and the start would render dark and flat."""
+    d = means - means.mean(0, keepdim=True)
+    d = d / d.norm(dim=-1, keepdim=True).clamp(min=1e-9)
+    q = torch.stack([1.0 + d[:, 0], torch.zeros_like(d[:, 0]), -d[:, 2], d[:, 1]], dim=-1)
+    flip = q.norm(dim=-1) < 1e-6  # d = -x: half a turn around z
+    q[flip] = torch.tensor([0.0, 0.0, 0.0, 1.0])
+    return q / q.norm(dim=-1, keepdim=True)
+
+
 class Gaussians(Representation):
     """A set of 3D Gaussians with its own Adam optimiser; densifies and prunes itself during the run."""
 
@@ -129,8 +142,9 @@ class Gaussians(Representation):
         n = means.shape[0]
         K = (self.cfg.sh_degree + 1) ** 2 - 1
         o = self.cfg.init_opacity
-        return {"means": means, "log_scales": torch.full((n, 3), math.log(scale)),
-                "quats": torch.tensor([1.0, 0.0, 0.0, 0.0]).repeat(n, 1),
+        log_scales = torch.full((n, 3), math.log(scale))
+        log_scales[:, 0] += math.log(0.5)  # flat along x, which is turned to face outward:
+        return {"means": means, "log_scales": log_scales, "quats": _outward_quats(means),
                 "opacity_logits": torch.full((n,), math.log(o / (1 - o))),
                 "sh_dc": (albedo - 0.5) / SH_C0, "sh_rest": torch.zeros(n, K, 3)}
 
