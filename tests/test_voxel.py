@@ -108,7 +108,7 @@ def test_init_from_copies_density_and_colour():
         src.color_grid[0] = 2.0  # reddish
     dst = small()
     dst.init_from(src)
-    assert dst.resolution == 16
+    assert dst.resolution == 16 and dst.schedule() == {}  # already final: no upscaling
     pts = torch.rand(200, 3) * 1.6 - 0.8
     torch.testing.assert_close(dst.density(pts), src.density(pts), rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(dst.albedo_at(pts), src.albedo_at(pts), rtol=1e-3, atol=1e-3)
