@@ -11,12 +11,14 @@ Pipeline:
    or off screen -> radius 0 (culled).
 2. `bin_tiles` (no gradient): every (Gaussian, tile) pair whose box overlaps, sorted by (tile, depth). One
    integer sort; no per-tile Python loop.
-3. `_Composite` (custom autograd Function): all pairs are evaluated on all pixels of their tile at once,
-   as a packed [P, tile^2] array. alpha = min(0.999, o exp(-d^T conic d / 2)), zero below 1/255.
-   Transmittance is a segmented exclusive cumsum of log(1 - alpha) over the pairs of each tile (one global
-   float64 cumsum minus its value at each tile's first pair). The backward uses the closed form
-   dL/dalpha_i = T_i G_i - (sum_{k>i} w_k G_k) / (1 - alpha_i), G = dL/dout . f (+ dL/dalpha_out), with the
-   suffix sums from the same segmented cumsum; autograd through the packed arrays would keep ~10 of them.
+3. `_Composite` (custom autograd Function): every pair is evaluated on every pixel of its tile at once
+   ([tile^2, P], pixel-major), alpha = min(0.999, o exp(-d^T conic d / 2)); only the contributions with
+   alpha >= 1/255 are kept, packed, already grouped by pixel and front to back (pixel-major order, pairs
+   depth-sorted within their tile), so no second sort is needed. Transmittance is a segmented exclusive
+   cumsum of log(1 - alpha) per pixel (one global float64 cumsum minus its value at each pixel's first entry).
+   The backward uses the closed form dL/dalpha_i = T_i G_i - (sum_{k>i} w_k G_k) / (1 - alpha_i),
+   G = dL/dout . f (+ dL/dalpha_out), with the suffix sums from the same segmented cumsum; autograd through
+   the packed arrays would keep ~10 of them alive.
 
 Conventions: `w2c` [B, 4, 4] world-to-camera in OpenGL axes (camera looks down -Z, +Y up; docs/conventions.md);
 pixel (i, j) is sampled at (j + 0.5, i + 0.5); quaternions are (w, x, y, z). Features are composited, not
