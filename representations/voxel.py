@@ -106,7 +106,10 @@ class VoxelGrid(Representation):
         self.cfg: VoxelConfig = cfg
         R = cfg.resolution_start
         self.density_grid = nn.Parameter(self._blob(self.vertices(R)).view(1, R, R, R))
-        self.color_grid = nn.Parameter(torch.zeros(cfg.features, R, R, R))
+        # albedo logits start at 0 (grey); MLP features start small and random, else its first layer gets
+        # no gradient (dL/dW = delta * features^T = 0) until the grid has moved
+        color = torch.zeros(cfg.features, R, R, R) if cfg.hidden == 0 else 0.1 * torch.randn(cfg.features, R, R, R)
+        self.color_grid = nn.Parameter(color)
         self.mlp = (nn.Sequential(nn.Linear(cfg.features, cfg.hidden), nn.ReLU(), nn.Linear(cfg.hidden, 3))
                     if cfg.hidden > 0 else None)
         self.occupancy = OccupancyGrid(cfg.occ_resolution, cfg.bound, cfg.occ_threshold, decay=0.0, dilation=1)

@@ -131,3 +131,16 @@ def test_every_preset_runs_with(kind, tmp_path):
         *_, finished = run(cfg, tmp_path / name)
         assert json.loads((finished.run_dir / "status.json").read_text())["status"] == "finished"
         assert (finished.run_dir / "asset.glb").exists(), name
+
+
+def test_optional_colour_mlp_learns():
+    torch.manual_seed(0)
+    rep = small(upscale_times=0, resolution_start=16, features=4, hidden=8)
+    assert rep.color_grid.shape == (4, 16, 16, 16)
+    cams = orbit_cameras(torch.tensor([30.0]), torch.tensor([15.0]), torch.tensor([2.7]), torch.tensor([47.0]), 16, 16)
+    out = rep.render(cams, Shading(front_light(cams.position), mode="albedo"))
+    (out.rgb - torch.tensor([1.0, 0.0, 0.0])[:, None, None]).square().mean().backward()
+    for p in [rep.color_grid, *rep.mlp.parameters()]:
+        assert p.grad is not None and p.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="features must be 3"):
+        VoxelConfig(features=4, hidden=0)
