@@ -25,7 +25,7 @@ def test_density_is_interpolated_before_activation():
     i, j, k = 3, 7, 10
     a = torch.tensor([-1 + i * h, -1 + j * h, -1 + k * h])
     b = a + torch.tensor([h, 0, 0])
-    raw = rep.density_grid[0]
+    raw = rep.density_grid.detach()[0]
     mid = rep.density(((a + b) / 2)[None])[0]
     expect = math.exp(0.5 * (float(raw[i, j, k]) + float(raw[i + 1, j, k])))  # exp(mean raw), not mean(exp)
     assert float(mid) == pytest.approx(expect, rel=1e-5)
