@@ -105,6 +105,19 @@ class GaussiansConfig(RepresentationConfig):
             raise ValueError("gaussians: num_init must be >= 1")
 
 
+def _outward_quats(means: Tensor) -> Tensor:
+    """[n, 3] -> [n, 4] (w, x, y, z) rotations taking the x axis to the direction from the centroid to each mean.
+
+    With x the shortest axis, the normals of a fresh cloud point outward, so a blob starts out shaded like a
+    ball; with identity rotations every normal would be +-x and the start would render dark and flat."""
+    d = means - means.mean(0, keepdim=True)
+    d = d / d.norm(dim=-1, keepdim=True).clamp(min=1e-9)
+    q = torch.stack([1.0 + d[:, 0], torch.zeros_like(d[:, 0]), -d[:, 2], d[:, 1]], dim=-1)
+    flip = q.norm(dim=-1) < 1e-6  # d = -x: half a turn around z
+    q[flip] = torch.tensor([0.0, 0.0, 0.0, 1.0])
+    return q / q.norm(dim=-1, keepdim=True)
+
+
 class Gaussians(Representation):
     """A set of 3D Gaussians with its own Adam optimiser; densifies and prunes itself during the run."""
 
@@ -129,8 +142,9 @@ class Gaussians(Representation):
         n = means.shape[0]
         K = (self.cfg.sh_degree + 1) ** 2 - 1
         o = self.cfg.init_opacity
-        return {"means": means, "log_scales": torch.full((n, 3), math.log(scale)),
-                "quats": torch.tensor([1.0, 0.0, 0.0, 0.0]).repeat(n, 1),
+        log_scales = torch.full((n, 3), math.log(scale))
+        log_scales[:, 0] += math.log(0.5)  # flat along x, which is turned to face outward:
+        return {"means": means, "log_scales": log_scales, "quats": _outward_quats(means),
                 "opacity_logits": torch.full((n,), math.log(o / (1 - o))),
                 "sh_dc": (albedo - 0.5) / SH_C0, "sh_rest": torch.zeros(n, K, 3)}
 
@@ -238,19 +252,20 @@ class Gaussians(Representation):
         """Clone / split the Gaussians with the largest mean gradients, then drop the transparent ones."""
         c = self.cfg
         N = self.count
+        dev = self.means.device
         grad = self._grad_sum / max(self._grad_count, 1)
         k = min(int(c.densify_fraction * N), max(c.max_gaussians - N, 0))
-        rows = torch.arange(N)
-        fresh = torch.zeros(N, dtype=torch.bool)
+        rows = torch.arange(N, device=dev)
+        fresh = torch.zeros(N, dtype=torch.bool, device=dev)
         vals = {n: getattr(self, n).detach() for n in PARAMS}
         if k > 0:
-            pick = torch.topk(grad, k).indices
+            pick = torch.topk(grad, k).indices.to(dev)
             scales = torch.exp(vals["log_scales"][pick])
             big = scales.amax(-1) > c.split_scale
             new = {n: v[pick].clone() for n, v in vals.items()}
             # split: two samples of the parent's distribution, both smaller; clone: an identical copy
             R = quat_to_rotmat(vals["quats"][pick])
-            offset = (R @ (torch.randn(k, 3, 1) * scales[..., None]))[..., 0]
+            offset = (R @ (torch.randn(k, 3, 1, device=dev) * scales[..., None]))[..., 0]
             new["means"] = torch.where(big[:, None], new["means"] + offset, new["means"])
             shrink = torch.where(big, math.log(1.6), 0.0)[:, None]
             new["log_scales"] = new["log_scales"] - shrink
@@ -260,7 +275,7 @@ class Gaussians(Representation):
             vals["means"][pick] -= torch.where(big[:, None], offset, torch.zeros_like(offset))
             vals = {n: torch.cat([vals[n], new[n]]) for n in PARAMS}
             rows = torch.cat([rows, pick])
-            fresh = torch.cat([fresh, torch.ones(k, dtype=torch.bool)])
+            fresh = torch.cat([fresh, torch.ones(k, dtype=torch.bool, device=dev)])
         keep = torch.sigmoid(vals["opacity_logits"]) >= c.prune_opacity
         if not bool(keep.any()):
             keep[torch.argmax(vals["opacity_logits"])] = True
@@ -343,11 +358,13 @@ class Gaussians(Representation):
         sigma = torch.exp(self.log_scales).amax(-1)
         half = (3.0 * sigma / h).ceil().clamp(1, max_half_width).long()
         centre = ((self.means + b) / h).round().long()
-        dens = torch.zeros(G**3)
-        wcol = torch.zeros(G**3, 3)
+        dev = self.means.device
+        dens = torch.zeros(G**3, device=dev)
+        wcol = torch.zeros(G**3, 3, device=dev)
+        strides = torch.tensor([G * G, G, 1], device=dev)
         for k in half.unique().tolist():
             ids = (half == k).nonzero().squeeze(1)
-            r = torch.arange(-k, k + 1)
+            r = torch.arange(-k, k + 1, device=dev)
             off = torch.stack(torch.meshgrid(r, r, r, indexing="ij"), dim=-1).reshape(-1, 3)  # [O, 3]
             for s in range(0, len(ids), max(1, 2_000_000 // len(off))):
                 sel = ids[s:s + max(1, 2_000_000 // len(off))]
@@ -356,11 +373,11 @@ class Gaussians(Representation):
                 d = v.float() * h - b - self.means[sel, None, :]
                 quad = torch.einsum("noi,nij,noj->no", d, prec[sel], d)
                 val = opac[sel, None] * torch.exp(-0.5 * quad) * inside
-                flat = (v.clamp(0, G - 1) * torch.tensor([G * G, G, 1])).sum(-1).reshape(-1)
+                flat = (v.clamp(0, G - 1) * strides).sum(-1).reshape(-1)
                 dens.index_add_(0, flat, val.reshape(-1))
                 wcol.index_add_(0, flat, (val[..., None] * col[sel, None, :]).reshape(-1, 3))
         albedo = (wcol + 0.5e-6) / (dens[:, None] + 1e-6)
-        return dens.view(G, G, G), albedo.view(G, G, G, 3)
+        return dens.view(G, G, G).cpu(), albedo.view(G, G, G, 3).cpu()
 
     @torch.no_grad()
     def init_from(self, source: Representation) -> None:

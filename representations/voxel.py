@@ -106,12 +106,16 @@ class VoxelGrid(Representation):
         self.cfg: VoxelConfig = cfg
         R = cfg.resolution_start
         self.density_grid = nn.Parameter(self._blob(self.vertices(R)).view(1, R, R, R))
-        self.color_grid = nn.Parameter(torch.zeros(cfg.features, R, R, R))
+        # albedo logits start at 0 (grey); MLP features start small and random, else its first layer gets
+        # no gradient (dL/dW = delta * features^T = 0) until the grid has moved
+        color = torch.zeros(cfg.features, R, R, R) if cfg.hidden == 0 else 0.1 * torch.randn(cfg.features, R, R, R)
+        self.color_grid = nn.Parameter(color)
         self.mlp = (nn.Sequential(nn.Linear(cfg.features, cfg.hidden), nn.ReLU(), nn.Linear(cfg.hidden, 3))
                     if cfg.hidden > 0 else None)
         self.occupancy = OccupancyGrid(cfg.occ_resolution, cfg.bound, cfg.occ_threshold, decay=0.0, dilation=1)
         self.step_size = 2.0 * math.sqrt(3.0) * cfg.bound / cfg.samples_per_ray
         self.optimizer = self._make_optimizer()
+        self._upscaled = False
         self.last_sample_count = 0
         """Field samples evaluated by the last render (for logs and benchmarks)."""
 
@@ -139,7 +143,7 @@ class VoxelGrid(Representation):
     def schedule(self) -> dict[int, int]:
         """{step: new resolution} of the progressive upscaling."""
         c = self.cfg
-        if c.upscale_times <= 0 or c.resolution_start == c.resolution:
+        if c.upscale_times <= 0 or c.resolution_start == c.resolution or self._upscaled:
             return {}
         out = {}
         for k in range(1, c.upscale_times + 1):
@@ -261,7 +265,7 @@ class VoxelGrid(Representation):
         alb = source.albedo_at(pts).clamp(1e-3, 1 - 1e-3)
         self.density_grid.copy_(dens.log().view(1, R, R, R))
         self.color_grid.copy_(torch.logit(alb).t().reshape(3, R, R, R))
-        self.cfg.resolution_start = R  # already at the final resolution: no upscaling
+        self._upscaled = True  # already at the final resolution: no upscaling
         self.update_occupancy()
 
     # -- rendering ---------------------------------------------------------------------------------

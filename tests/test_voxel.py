@@ -25,11 +25,13 @@ def test_density_is_interpolated_before_activation():
     i, j, k = 3, 7, 10
     a = torch.tensor([-1 + i * h, -1 + j * h, -1 + k * h])
     b = a + torch.tensor([h, 0, 0])
-    raw = rep.density_grid[0]
-    mid = rep.density(((a + b) / 2)[None])[0]
+    raw = rep.density_grid.detach()[0]
+    with torch.no_grad():
+        mid = rep.density(((a + b) / 2)[None])[0]
+        at_a = rep.density(a[None])[0]
     expect = math.exp(0.5 * (float(raw[i, j, k]) + float(raw[i + 1, j, k])))  # exp(mean raw), not mean(exp)
     assert float(mid) == pytest.approx(expect, rel=1e-5)
-    assert float(rep.density(a[None])[0]) == pytest.approx(math.exp(float(raw[i, j, k])), rel=1e-5)
+    assert float(at_a) == pytest.approx(math.exp(float(raw[i, j, k])), rel=1e-5)
 
 
 def test_upscaling_schedule_keeps_the_field_and_the_optimiser():
@@ -108,7 +110,7 @@ def test_init_from_copies_density_and_colour():
         src.color_grid[0] = 2.0  # reddish
     dst = small()
     dst.init_from(src)
-    assert dst.resolution == 16
+    assert dst.resolution == 16 and dst.schedule() == {}  # already final: no upscaling
     pts = torch.rand(200, 3) * 1.6 - 0.8
     torch.testing.assert_close(dst.density(pts), src.density(pts), rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(dst.albedo_at(pts), src.albedo_at(pts), rtol=1e-3, atol=1e-3)
@@ -131,3 +133,16 @@ def test_every_preset_runs_with(kind, tmp_path):
         *_, finished = run(cfg, tmp_path / name)
         assert json.loads((finished.run_dir / "status.json").read_text())["status"] == "finished"
         assert (finished.run_dir / "asset.glb").exists(), name
+
+
+def test_optional_colour_mlp_learns():
+    torch.manual_seed(0)
+    rep = small(upscale_times=0, resolution_start=16, features=4, hidden=8)
+    assert rep.color_grid.shape == (4, 16, 16, 16)
+    cams = orbit_cameras(torch.tensor([30.0]), torch.tensor([15.0]), torch.tensor([2.7]), torch.tensor([47.0]), 16, 16)
+    out = rep.render(cams, Shading(front_light(cams.position), mode="albedo"))
+    (out.rgb - torch.tensor([1.0, 0.0, 0.0])[:, None, None]).square().mean().backward()
+    for p in [rep.color_grid, *rep.mlp.parameters()]:
+        assert p.grad is not None and p.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="features must be 3"):
+        VoxelConfig(features=4, hidden=0)

@@ -11,12 +11,14 @@ Pipeline:
    or off screen -> radius 0 (culled).
 2. `bin_tiles` (no gradient): every (Gaussian, tile) pair whose box overlaps, sorted by (tile, depth). One
    integer sort; no per-tile Python loop.
-3. `_Composite` (custom autograd Function): all pairs are evaluated on all pixels of their tile at once,
-   as a packed [P, tile^2] array. alpha = min(0.999, o exp(-d^T conic d / 2)), zero below 1/255.
-   Transmittance is a segmented exclusive cumsum of log(1 - alpha) over the pairs of each tile (one global
-   float64 cumsum minus its value at each tile's first pair). The backward uses the closed form
-   dL/dalpha_i = T_i G_i - (sum_{k>i} w_k G_k) / (1 - alpha_i), G = dL/dout . f (+ dL/dalpha_out), with the
-   suffix sums from the same segmented cumsum; autograd through the packed arrays would keep ~10 of them.
+3. `_Composite` (custom autograd Function): every pair is evaluated on every pixel of its tile at once
+   ([tile^2, P], pixel-major), alpha = min(0.999, o exp(-d^T conic d / 2)); only the contributions with
+   alpha >= 1/255 are kept, packed, already grouped by pixel and front to back (pixel-major order, pairs
+   depth-sorted within their tile), so no second sort is needed. Transmittance is a segmented exclusive
+   cumsum of log(1 - alpha) per pixel (one global float64 cumsum minus its value at each pixel's first entry).
+   The backward uses the closed form dL/dalpha_i = T_i G_i - (sum_{k>i} w_k G_k) / (1 - alpha_i),
+   G = dL/dout . f (+ dL/dalpha_out), with the suffix sums from the same segmented cumsum; autograd through
+   the packed arrays would keep ~10 of them alive.
 
 Conventions: `w2c` [B, 4, 4] world-to-camera in OpenGL axes (camera looks down -Z, +Y up; docs/conventions.md);
 pixel (i, j) is sampled at (j + 0.5, i + 0.5); quaternions are (w, x, y, z). Features are composited, not
@@ -69,7 +71,13 @@ def quat_to_rotmat(quats: Tensor) -> Tensor:
 def covariance_3d(quats: Tensor, scales: Tensor) -> Tensor:
     """quats [N, 4], scales [N, 3] (positive) -> [N, 3, 3] world covariance R S S^T R^T."""
     M = quat_to_rotmat(quats) * scales[:, None, :]
-    return M @ M.transpose(1, 2)
+    return _matmul(M, M.transpose(1, 2))
+
+
+def _matmul(a: Tensor, b: Tensor) -> Tensor:
+    """[..., i, k] @ [..., k, j] as broadcast multiply-and-sum: for millions of tiny matrices this is much
+    faster on CPU than bmm (and its backward)."""
+    return (a[..., :, :, None] * b[..., None, :, :]).sum(-2)
 
 
 def project_gaussians(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, w2c: Tensor,
@@ -95,8 +103,9 @@ def project_gaussians(means: Tensor, quats: Tensor, scales: Tensor, opacities: T
     # camera axes (x right, y down, d forward) = diag(1, -1, -1) @ OpenGL camera axes
     flip = torch.tensor([1.0, -1.0, -1.0], dtype=means.dtype, device=means.device)
     Rcv = R * flip[None, :, None]  # [B, 3, 3]
-    cov_cam = torch.einsum("bij,njk,blk->bnil", Rcv, covariance_3d(quats, scales), Rcv)  # [B, N, 3, 3]
-    cov2 = J @ cov_cam @ J.transpose(-1, -2)  # [B, N, 2, 2]
+    M = quat_to_rotmat(quats) * scales[:, None, :]  # [N, 3, 3], covariance = M M^T
+    JM = _matmul(_matmul(J, Rcv[:, None]), M[None])  # [B, N, 2, 3]
+    cov2 = _matmul(JM, JM.transpose(-1, -2))  # [B, N, 2, 2] = J W Sigma W^T J^T
     a = cov2[..., 0, 0] + DILATION
     b = cov2[..., 0, 1]
     c = cov2[..., 1, 1] + DILATION
@@ -168,96 +177,105 @@ def _segment_first(tile: Tensor) -> Tensor:
 
 
 def _pixel_offsets(tiles: Tiles, dtype: torch.dtype, device) -> tuple[Tensor, Tensor]:
-    """(px [P, S*S], py [P, S*S]) pixel-centre coordinates of every pair's tile pixels."""
+    """(px [S*S, P], py [S*S, P]) pixel-centre coordinates of every pair's tile pixels (pixel-major)."""
     S = tiles.size
     local = torch.arange(S * S, device=device)
     lx, ly = (local % S).to(dtype) + 0.5, (local // S).to(dtype) + 0.5
     t = tiles.tile % (tiles.tiles_x * tiles.tiles_y)
     ox, oy = (t % tiles.tiles_x).to(dtype) * S, (t // tiles.tiles_x).to(dtype) * S
-    return ox[:, None] + lx[None, :], oy[:, None] + ly[None, :]
+    return lx[:, None] + ox[None, :], ly[:, None] + oy[None, :]
 
 
 class _Composite(torch.autograd.Function):
-    """Front-to-back compositing of sorted (Gaussian, tile) pairs over the tiles' pixels."""
+    """Front-to-back compositing of sorted (Gaussian, tile) pairs over the tiles' pixels.
+
+    Alpha is evaluated densely on [S*S, P] (every pair on every pixel of its tile), then only the
+    contributions with alpha >= 1/255 are kept ("entries", typically a quarter of the pair-pixels), in
+    pixel-major order, which groups each pixel's entries front to back. Everything after that works on the
+    packed entries: transmittance and the backward's suffix sums are segmented cumsums per pixel.
+    """
 
     @staticmethod
     def forward(ctx, mean2d: Tensor, conic: Tensor, opac: Tensor, feats: Tensor, tiles: Tiles,
                 n_tiles: int) -> tuple[Tensor, Tensor]:  # type: ignore[override]
         """mean2d [M, 2], conic [M, 3], opac [M], feats [M, C] -> (out [n_tiles, S*S, C], alpha [n_tiles, S*S])."""
         g_idx, t_idx = tiles.gauss, tiles.tile
-        px, py = _pixel_offsets(tiles, mean2d.dtype, mean2d.device)
-        dx = px - mean2d[g_idx, 0:1]
-        dy = py - mean2d[g_idx, 1:2]
-        k = conic[g_idx]
-        gauss = torch.exp(-0.5 * (k[:, 0:1] * dx * dx + k[:, 2:3] * dy * dy) - k[:, 1:2] * dx * dy)  # [P, S2]
-        raw = opac[g_idx][:, None] * gauss
-        alpha = torch.where(raw >= ALPHA_MIN, raw.clamp(max=ALPHA_MAX), torch.zeros_like(raw))
-        trans = _exclusive_transmittance(alpha, t_idx)
+        P = g_idx.shape[0]
+        px, py = _pixel_offsets(tiles, mean2d.dtype, mean2d.device)  # [S2, P]: pixel-major
+        S2 = px.shape[0]
+        dx = px.sub_(mean2d[g_idx, 0][None])
+        dy = py.sub_(mean2d[g_idx, 1][None])
+        k = conic[g_idx].t()[:, None, :]  # [3, 1, P]
+        power = (k[0] * dx * dx).add_(k[2] * dy * dy).mul_(-0.5).sub_(k[1] * dx * dy)
+        raw = power.exp_().mul_(opac[g_idx][None])  # [S2, P]
+        # entries in (pixel-in-tile, pair) order: each pixel's entries are contiguous (pairs are grouped by
+        # tile) and front to back (pairs are depth-sorted within a tile), so no sort is needed
+        flat = (raw.view(-1) >= ALPHA_MIN).nonzero().squeeze(1)
+        pair = flat % P
+        pixel = t_idx[pair] * S2 + flat // P
+        e_raw = raw.view(-1)[flat]
+        e_dx, e_dy = dx.view(-1)[flat], dy.view(-1)[flat]
+        e_g = g_idx[pair]
+        alpha = e_raw.clamp(max=ALPHA_MAX)
+        first = _segment_first(pixel)
+        trans = _exclusive_transmittance(alpha, first)
         w = alpha * trans
-        P, S2, C = w.shape[0], w.shape[1], feats.shape[1]
-        weighted = (w[:, :, None] * feats[g_idx][:, None, :]).view(P, S2 * C)
-        out = w.new_zeros(n_tiles, S2 * C).index_add_(0, t_idx, weighted).view(n_tiles, S2, C)
-        acc = w.new_zeros(n_tiles, S2).index_add_(0, t_idx, w)
-        ctx.tiles, ctx.n_tiles = tiles, n_tiles
-        ctx.save_for_backward(conic, opac, feats, gauss, trans, dx, dy)
-        return out, acc
+        C, n_pix = feats.shape[1], n_tiles * S2
+        out = w.new_zeros(n_pix, C).index_add_(0, pixel, w[:, None] * feats[e_g])
+        acc = w.new_zeros(n_pix).index_add_(0, pixel, w)
+        ctx.n_pix = n_pix
+        ctx.save_for_backward(conic, opac, feats, e_g, pixel, first, e_raw, trans, e_dx, e_dy)
+        return out.view(n_tiles, S2, C), acc.view(n_tiles, S2)
 
     @staticmethod
     def backward(ctx, g_out: Tensor, g_acc: Tensor):  # type: ignore[override]
-        conic, opac, feats, gauss, trans, dx, dy = ctx.saved_tensors
-        tiles, n_tiles = ctx.tiles, ctx.n_tiles
-        g_idx, t_idx = tiles.gauss, tiles.tile
-        o = opac[g_idx][:, None]
-        raw = o * gauss
-        live = (raw >= ALPHA_MIN) & (raw < ALPHA_MAX)  # alpha depends on the inputs only here
-        alpha = torch.where(raw >= ALPHA_MIN, raw.clamp(max=ALPHA_MAX), torch.zeros_like(raw))
+        conic, opac, feats, e_g, pixel, first, raw, trans, dx, dy = ctx.saved_tensors
+        M, C = conic.shape[0], feats.shape[1]
+        alpha = raw.clamp(max=ALPHA_MAX)
         w = alpha * trans
-        f = feats[g_idx]  # [P, C]
-        G = g_acc[t_idx] if g_acc is not None else torch.zeros_like(w)
+        f = feats[e_g]  # [E, C]
+        G = g_acc.reshape(-1)[pixel] if g_acc is not None else torch.zeros_like(w)
         if g_out is not None:
-            go = g_out[t_idx]  # [P, S2, C]
-            G = G + (go * f[:, None, :]).sum(-1)
-            g_f = (go * w[:, :, None]).sum(1)
+            go = g_out.reshape(-1, C)[pixel]  # [E, C]
+            G = G + (go * f).sum(-1)
+            g_f = go * w[:, None]
         else:
             g_f = torch.zeros_like(f)
-        wG = w * G
-        after = _suffix_sum(wG, t_idx, n_tiles)  # sum over later pairs of the same tile
+        after = _suffix_sum(w * G, first)  # sum over the later entries of the same pixel
         g_alpha = trans * G - after / (1.0 - alpha)
-        g_raw = torch.where(live, g_alpha, torch.zeros_like(g_alpha))
-        g_opac_pair = (g_raw * gauss).sum(1)
+        g_raw = torch.where(raw < ALPHA_MAX, g_alpha, torch.zeros_like(g_alpha))  # clamped: no gradient
+        o = opac[e_g]
+        g_opac_e = g_raw * raw / o
         g_pow = g_raw * raw  # d alpha / d power = alpha
-        k = conic[g_idx]
-        g_conic_pair = torch.stack([(-0.5 * g_pow * dx * dx).sum(1), (-g_pow * dx * dy).sum(1),
-                                    (-0.5 * g_pow * dy * dy).sum(1)], dim=1)
-        g_mean_pair = torch.stack([(g_pow * (k[:, 0:1] * dx + k[:, 1:2] * dy)).sum(1),
-                                   (g_pow * (k[:, 1:2] * dx + k[:, 2:3] * dy)).sum(1)], dim=1)
-        M, C = conic.shape[0], feats.shape[1]
-        g_mean = conic.new_zeros(M, 2).index_add_(0, g_idx, g_mean_pair)
-        g_conic = conic.new_zeros(M, 3).index_add_(0, g_idx, g_conic_pair)
-        g_opac = opac.new_zeros(M).index_add_(0, g_idx, g_opac_pair)
-        g_feats = feats.new_zeros(M, C).index_add_(0, g_idx, g_f)
+        k = conic[e_g]
+        g_conic_e = torch.stack([-0.5 * g_pow * dx * dx, -g_pow * dx * dy, -0.5 * g_pow * dy * dy], dim=1)
+        g_mean_e = torch.stack([g_pow * (k[:, 0] * dx + k[:, 1] * dy), g_pow * (k[:, 1] * dx + k[:, 2] * dy)], dim=1)
+        g_mean = conic.new_zeros(M, 2).index_add_(0, e_g, g_mean_e)
+        g_conic = conic.new_zeros(M, 3).index_add_(0, e_g, g_conic_e)
+        g_opac = opac.new_zeros(M).index_add_(0, e_g, g_opac_e)
+        g_feats = feats.new_zeros(M, C).index_add_(0, e_g, g_f)
         return g_mean, g_conic, g_opac, g_feats, None, None
 
 
-def _exclusive_transmittance(alpha: Tensor, tile: Tensor) -> Tensor:
-    """alpha [P, S2] of pairs sorted by tile, front to back -> T [P, S2] = prod over earlier pairs of (1 - alpha)."""
+def _exclusive_transmittance(alpha: Tensor, first: Tensor) -> Tensor:
+    """alpha [E] sorted by pixel, front to back; first [E] index of each entry's first entry in its pixel
+    -> T [E] = product over the earlier entries of the same pixel of (1 - alpha). One float64 cumsum."""
     if alpha.shape[0] == 0:
         return alpha.clone()
     log1m = torch.log1p(-alpha).double()
-    cum = torch.cumsum(log1m, 0) - log1m  # exclusive, across all tiles
-    first = _segment_first(tile)
+    cum = torch.cumsum(log1m, 0) - log1m  # exclusive, across all pixels
     return torch.exp(cum - cum[first]).to(alpha.dtype)
 
 
-def _suffix_sum(x: Tensor, tile: Tensor, n_tiles: int) -> Tensor:
-    """x [P, S2] of pairs sorted by tile -> [P, S2] sum of x over the LATER pairs of the same tile."""
+def _suffix_sum(x: Tensor, first: Tensor) -> Tensor:
+    """x [E] sorted by pixel; first [E] as above -> [E] sum of x over the LATER entries of the same pixel."""
     if x.shape[0] == 0:
         return x.clone()
-    total = x.new_zeros(n_tiles, x.shape[1], dtype=torch.float64).index_add_(0, tile, x.double())
     incl = torch.cumsum(x.double(), 0)
-    first = _segment_first(tile)
-    before = incl[first] - x[first].double()  # cumsum just before the tile's first pair
-    return (total[tile] - (incl - before)).to(x.dtype)
+    starts = (first == torch.arange(len(x), device=x.device)).nonzero().squeeze(1)
+    seg_end = torch.full_like(first, len(x) - 1)
+    seg_end[starts[:-1]] = starts[1:] - 1
+    return (incl[seg_end[first]] - incl).to(x.dtype)
 
 
 def rasterize_pixels(proj: Projected, opacities: Tensor, features: Tensor, width: int, height: int,
