@@ -163,4 +163,4 @@ def test_cli_gaussians_from_a_voxel_run_writes_glb_and_splat(tmp_path, capsys):
     # a voxel run has no Gaussians: one line, exit 2
     assert main(["export", str(voxel_run), "--format", "splat"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "needs a gaussians run" in err[0]
+    assert len(err) == 1 and "needs a Gaussian scene" in err[0]
