@@ -3,6 +3,7 @@
 Set up by scripts/install_dcc_tools.sh (CI runs it before the tests); skipped with the reason when missing.
 Blender runs on one small asset only (the crisp-sphere run), to keep CI fast.
 """
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import trimesh
 
 from studio.export.asset import ExportMesh
@@ -85,8 +87,13 @@ def test_every_representation_exports_a_valid_glb_that_matches_its_renders(kind,
     from studio.export.pipeline import prepare, write_formats
 
     cls = representations.get(kind)
-    scene = cls(cls.Config(), 100)
-    prepared = prepare(scene, ExportConfig(mesh_resolution=32, texture_size=64, fidelity_views=2, fidelity_size=32))
+    cfg = cls.Config()
+    if hasattr(cfg, "density_bias"):  # volumes start as a faint blob; a crisp one has a surface to compare
+        cfg = dataclasses.replace(cfg, density_bias=0.0)
+    torch.manual_seed(0)
+    scene = cls(cfg, 100)
+    # 64 px views: at 32 px a one-pixel silhouette difference alone costs ~0.1 IoU on these small objects
+    prepared = prepare(scene, ExportConfig(mesh_resolution=48, texture_size=64, fidelity_views=2, fidelity_size=64))
     if prepared.mesh is None:
         pytest.skip(f"{kind}: the initial scene has no surface")
     paths = write_formats(prepared, scene, ["glb"], tmp_path)
