@@ -25,14 +25,26 @@ def run_with_progress(cfg, out: str | Path, stream=None) -> Finished:
     """Run to completion, reporting to `stream` (stderr). Returns the Finished event."""
     from .run import run
 
+    return report(run(cfg, out), stream)
+
+
+def resume_with_progress(run_dir: str | Path, steps: int | None = None, stream=None) -> Finished:
+    """Resume the run in `run_dir` (studio.run.resume) to completion, reporting like `run_with_progress`."""
+    from .run import resume
+
+    return report(resume(run_dir, steps), stream)
+
+
+def report(events, stream=None) -> Finished:
+    """Drive a run's event generator to the end, reporting to `stream` (stderr); closes it on the way out."""
     stream = stream or sys.stderr
     tty = stream.isatty()
-    every = max(1, cfg.steps // 20)
+    every = 1
     finished = None
-    events = run(cfg, out)
     try:
         for ev in events:
             if isinstance(ev, Started):
+                every = max(1, ev.total_steps // 20)
                 print(ev.model_note, file=stream)
                 print(f"run directory: {ev.run_dir}", file=stream)
             elif isinstance(ev, Progress):
