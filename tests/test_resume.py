@@ -11,7 +11,7 @@ from studio.events import Finished, Progress, Started
 from studio.run import resume, run
 
 FAST = ["guidance.model=tiny-random", "camera.resolution=32", "export.mesh_resolution=32", "export.formats=['glb']",
-        "export.turntable_frames=0", "log.preview_every=2", "log.checkpoint_every=3", "log.log_every=1"]
+        "export.turntable_frames=0", "log.preview_every=3", "log.checkpoint_every=3", "log.log_every=1"]
 
 
 def cfg_for(steps=6, extra=()):
@@ -132,3 +132,37 @@ def test_bad_resumes_exit_2_and_change_nothing(tmp_path, capsys):
     assert sorted(p.name for p in empty.iterdir()) == ["config.toml"]
     assert main(["resume", str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_gaussians_resume_densifies_the_same_gaussians_and_old_checkpoints_load():
+    """The densification statistics gathered since the last densify are part of the state."""
+    from representations.cameras import orbit_cameras
+    from representations.gaussians import Gaussians, GaussiansConfig
+    from representations.shading import Shading, front_light
+
+    full = lambda v: torch.full((2,), float(v))  # noqa: E731
+    c = orbit_cameras(torch.tensor([-60.0, 80.0]), full(15), full(2.7), full(47), 24, 24)
+    cfg = GaussiansConfig(num_init=64, densify_from=1, densify_every=3, densify_fraction=0.25)
+
+    def step(rep, i):
+        torch.manual_seed(100 + i)  # the split offsets draw from torch's RNG
+        out = rep.render(c[i % 2:i % 2 + 1], Shading(front_light(c.position[i % 2:i % 2 + 1])))
+        out.alpha.mean().backward()
+        rep.after_backward(i)
+
+    torch.manual_seed(0)
+    rep = Gaussians(cfg, 10)
+    for i in range(5):  # densified at step 3, statistics of step 4 pending
+        step(rep, i)
+    state = rep.state_tensors()
+    assert int(state["densify.grad_count"]) == 1 and state["densify.grad_sum"].shape == (rep.count,)
+    fresh, old = Gaussians(cfg, 10), Gaussians(cfg, 10)
+    fresh.load_state_tensors(state)
+    old.load_state_tensors({k: v for k, v in state.items() if not k.startswith("densify.")})  # loads, stats reset
+    assert old.count == rep.count and old._grad_count == 0
+    for i in range(5, 7):  # the next densify is at step 6
+        step(rep, i)
+        step(fresh, i)
+    assert fresh.count == rep.count
+    for name in ("means", "log_scales", "opacity_logits", "sh_dc"):
+        torch.testing.assert_close(getattr(fresh, name), getattr(rep, name), msg=name)
