@@ -166,3 +166,26 @@ def test_gaussians_resume_densifies_the_same_gaussians_and_old_checkpoints_load(
     assert fresh.count == rep.count
     for name in ("means", "log_scales", "opacity_logits", "sh_dc"):
         torch.testing.assert_close(getattr(fresh, name), getattr(rep, name), msg=name)
+
+
+def test_first_ctrl_c_stops_at_a_step_boundary_with_a_checkpoint(tmp_path):
+    import io
+    import os
+    import signal
+
+    from studio.progress import report
+
+    def interrupted(events):
+        for ev in events:
+            yield ev
+            if isinstance(ev, Progress) and ev.step == 2:
+                os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C in the terminal sends, here during step 3
+
+    stream = io.StringIO()
+    with pytest.raises(KeyboardInterrupt):
+        report(interrupted(run(cfg_for(50, ["log.checkpoint_every=0"]), tmp_path)), stream)
+    (run_dir,) = tmp_path.iterdir()
+    assert status(run_dir)["status"] == "cancelled"
+    assert json.loads((run_dir / "checkpoint" / "meta.json").read_text())["step"] == 3  # step 3 was finished
+    assert f"studio resume {run_dir}" in stream.getvalue()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
