@@ -47,7 +47,7 @@ def run(cfg: RunConfig, out: Path | str = "out") -> Iterator[Event]:
 
     run_dir = create_run_dir(Path(out), cfg.prompt)
     atomic_write_text(run_dir / "config.toml", config_to_toml(cfg))
-    write_status(run_dir, "running", prompt=cfg.prompt, model_note=note)
+    write_status(run_dir, "running", prompt=cfg.prompt, model_note=note, pid=os.getpid())
     (run_dir / "previews").mkdir()
     gen = torch.Generator().manual_seed(cfg.seed)
     yield from _train(cfg, run_dir, scene, loss_fn, prompts, gen, note, start=0)
@@ -76,7 +76,8 @@ def resume(run_dir: Path | str, steps: int | None = None) -> Iterator[Event]:
     torch.manual_seed(cfg.seed)
     guidance, note = _load_guidance(cfg)
     scene, loss_fn = build_training(cfg, guidance)
-    scene.load_state_tensors({k: v.to(guidance.device) for k, v in load_scene_state(ckpt).items()})
+    scene.load_state_tensors({k: v if k.endswith(".step") else v.to(guidance.device)  # Adam's step stays on the CPU
+                              for k, v in load_scene_state(ckpt).items()})
     load_distillation_state(ckpt, loss_fn)
     prompts = PromptBank(guidance, cfg)
     gen = torch.Generator()
@@ -90,7 +91,7 @@ def resume(run_dir: Path | str, steps: int | None = None) -> Iterator[Event]:
     if cfg.steps != config_from_toml((run_dir / "config.toml").read_text()).steps:
         atomic_write_text(run_dir / "config.toml", config_to_toml(cfg))
     keep_log_until(run_dir / "log.jsonl", done)
-    write_status(run_dir, "running", prompt=cfg.prompt, model_note=note, resumed_from_step=done)
+    write_status(run_dir, "running", prompt=cfg.prompt, model_note=note, pid=os.getpid(), resumed_from_step=done)
     (run_dir / "previews").mkdir(exist_ok=True)
     yield from _train(cfg, run_dir, scene, loss_fn, prompts, gen, note, start=done)
 
@@ -106,9 +107,12 @@ def check_resumable(run_dir: Path, steps: int | None) -> tuple[RunConfig, int]:
                         f"studio generate --config {run_dir / 'config.toml'} (log.checkpoint_every makes runs resumable)")
     if not (run_dir / "config.toml").exists():
         raise UserError(f"{run_dir} has no config.toml; pass a run directory written by studio generate")
-    status = read_status(run_dir)["status"]
+    st = read_status(run_dir)
+    status = st["status"]
     if status not in STATUSES:
         raise UserError(f"{run_dir} has no readable status.json; pass a run directory written by studio generate")
+    if status == "running" and _alive(st.get("pid")):
+        raise UserError(f"{run_dir} is still running (process {st['pid']}); stop that run first, then resume it")
     done = int(load_meta(ckpt)["step"])
     cfg = config_from_toml((run_dir / "config.toml").read_text())
     if steps is not None:
@@ -122,6 +126,19 @@ def check_resumable(run_dir: Path, steps: int | None) -> tuple[RunConfig, int]:
     elif done > cfg.steps:
         raise UserError(f"the checkpoint of {run_dir} is at step {done}, beyond its {cfg.steps} steps; pass --steps N with N >= {done}")
     return cfg.validate(), done
+
+
+def _alive(pid) -> bool:
+    """Whether another process with this id exists (a run that was killed left its old id behind)."""
+    if not isinstance(pid, int) or pid == os.getpid():
+        return False  # same process (e.g. the web UI): the caller knows whether it still iterates the run
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def keep_log_until(path: Path, step: int) -> None:

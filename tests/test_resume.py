@@ -189,3 +189,21 @@ def test_first_ctrl_c_stops_at_a_step_boundary_with_a_checkpoint(tmp_path):
     assert json.loads((run_dir / "checkpoint" / "meta.json").read_text())["step"] == 3  # step 3 was finished
     assert f"studio resume {run_dir}" in stream.getvalue()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
+
+
+def test_a_run_still_running_in_another_process_is_refused(tmp_path, capsys):
+    import subprocess
+    import sys
+
+    run_dir = list(run(cfg_for(1, ["log.preview_every=0"]), tmp_path))[-1].run_dir
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        st = status(run_dir)
+        (run_dir / "status.json").write_text(json.dumps({**st, "status": "running", "pid": other.pid}))
+        before = snapshot(run_dir)
+        assert main(["resume", str(run_dir)]) == 2
+        assert f"still running (process {other.pid})" in capsys.readouterr().err
+        assert snapshot(run_dir) == before
+    finally:
+        other.kill()
+        other.wait()
