@@ -76,9 +76,13 @@ def resume(run_dir: Path | str, steps: int | None = None) -> Iterator[Event]:
     torch.manual_seed(cfg.seed)
     guidance, note = _load_guidance(cfg)
     scene, loss_fn = build_training(cfg, guidance)
-    scene.load_state_tensors({k: v if k.endswith(".step") else v.to(guidance.device)  # Adam's step stays on the CPU
-                              for k, v in load_scene_state(ckpt).items()})
-    load_distillation_state(ckpt, loss_fn)
+    try:
+        scene.load_state_tensors({k: v if k.endswith(".step") else v.to(guidance.device)  # Adam's step stays on the CPU
+                                  for k, v in load_scene_state(ckpt).items()})
+        load_distillation_state(ckpt, loss_fn)
+    except (KeyError, ValueError, RuntimeError) as e:
+        raise UserError(f"{ckpt} does not fit {run_dir / 'config.toml'} ({str(e).splitlines()[0][:200]}); "
+                        f"was config.toml edited? put back {ckpt / 'config.toml'}") from None
     prompts = PromptBank(guidance, cfg)
     gen = torch.Generator()
     rng = load_rng_state(ckpt)
@@ -248,10 +252,10 @@ def _train(cfg: RunConfig, run_dir: Path, scene, loss_fn, prompts: "PromptBank",
                 save_checkpoint(ckpt, scene, loss_fn, done, config_toml, rng_state(gen, device))
                 saved = done
         finally:
-            write_status(run_dir, "cancelled", prompt=cfg.prompt, model_note=note, step=saved)
+            write_status(run_dir, "cancelled", prompt=cfg.prompt, model_note=note, checkpoint_step=saved)
         raise
     except BaseException as e:  # noqa: BLE001 - recorded, then re-raised
-        write_status(run_dir, "failed", prompt=cfg.prompt, error=f"{type(e).__name__}: {e}", step=saved)
+        write_status(run_dir, "failed", prompt=cfg.prompt, error=f"{type(e).__name__}: {e}", checkpoint_step=saved)
         raise
     finally:
         del scene, loss_fn

@@ -124,6 +124,14 @@ def test_bad_resumes_exit_2_and_change_nothing(tmp_path, capsys):
         assert fix in err and len(err.splitlines()) == 1
     assert snapshot(run_dir) == before
 
+    toml = run_dir / "config.toml"
+    toml.write_text(toml.read_text().replace("hidden = 32", "hidden = 16"))  # no longer the checkpoint's scene
+    before = snapshot(run_dir)
+    assert main(["resume", str(run_dir), "--steps", "2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "does not fit" in err and "was config.toml edited?" in err and len(err.splitlines()) == 1
+    assert snapshot(run_dir) == before
+
     empty = tmp_path / "no-checkpoint"
     empty.mkdir()
     (empty / "config.toml").write_text((run_dir / "config.toml").read_text())
