@@ -57,7 +57,6 @@ def resumed_equals_uninterrupted(tmp_path, extra=()):
     return straight, run_dir
 
 
-@pytest.mark.slow
 def test_nerf_sds_resumed_after_a_kill_matches_the_uninterrupted_run(tmp_path):
     straight, run_dir = resumed_equals_uninterrupted(tmp_path)
     # what a killed process leaves: status 'running', log lines after the last checkpoint
@@ -81,7 +80,6 @@ def test_nerf_sds_resumed_after_a_kill_matches_the_uninterrupted_run(tmp_path):
     assert_same_tensors(scene, checkpoint(straight), "scene")
 
 
-@pytest.mark.slow
 def test_vsd_resumed_continues_its_lora(tmp_path):
     straight, run_dir = resumed_equals_uninterrupted(tmp_path, ["distillation.kind='vsd'"])
     at_stop = checkpoint(run_dir, "distillation")
@@ -94,7 +92,6 @@ def test_vsd_resumed_continues_its_lora(tmp_path):
     assert_same_tensors(checkpoint(run_dir), checkpoint(straight), "scene")
 
 
-@pytest.mark.slow
 def test_cli_resume_extends_a_finished_run_and_keeps_its_assets_until_done(tmp_path, capsys):
     run_dir = list(run(cfg_for(2), tmp_path))[-1].run_dir
     old_glb = (run_dir / "asset.glb").read_bytes()
