@@ -146,20 +146,22 @@ def _alive(pid) -> bool:
 
 
 def keep_log_until(path: Path, step: int) -> None:
-    """Drop the log.jsonl lines of steps after `step` (a killed run wrote them after its last checkpoint)."""
+    """Drop the log.jsonl lines of steps after `step` (a killed run wrote them after its last checkpoint) and a
+    half-written last line, so that the resumed run appends whole lines after whole lines."""
     if not path.exists():
         return
-    lines = path.read_text().splitlines(keepends=True)
-    kept = [line for line in lines if _log_step(line) <= step]
-    if len(kept) != len(lines):
+    text = path.read_text()
+    kept = [line.rstrip("\n") + "\n" for line in text.splitlines(keepends=True) if _log_step(line) <= step]
+    if "".join(kept) != text:
         atomic_write_text(path, "".join(kept))
 
 
-def _log_step(line: str) -> int:
+def _log_step(line: str) -> float:
+    """The step of a log.jsonl line; infinity for a line that is not a whole JSON object with a step."""
     try:
         return int(json.loads(line)["step"])
     except (ValueError, KeyError, TypeError):
-        return 0  # a half-written last line is dropped with the steps after the checkpoint only if it parses
+        return float("inf")
 
 
 def _load_guidance(cfg: RunConfig):

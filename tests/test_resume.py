@@ -63,7 +63,7 @@ def test_nerf_sds_resumed_after_a_kill_matches_the_uninterrupted_run(tmp_path):
     st = status(run_dir)
     (run_dir / "status.json").write_text(json.dumps({**st, "status": "running"}))
     with open(run_dir / "log.jsonl", "a") as f:
-        f.write(json.dumps({"step": 4, "loss": 123.0}) + "\n")
+        f.write(json.dumps({"step": 4, "loss": 123.0}) + "\n" + '{"step": 5, "lo')  # killed mid-line
 
     events = list(resume(run_dir))
     assert isinstance(events[0], Started) and isinstance(events[-1], Finished)
