@@ -5,6 +5,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from representations.nerf import NeRF
 from studio.cli import main
 from studio.config import build_config
 from studio.events import Finished, Progress, Started
@@ -212,3 +213,27 @@ def test_a_run_still_running_in_another_process_is_refused(tmp_path, capsys):
     finally:
         other.kill()
         other.wait()
+
+
+class FailingNeRF(NeRF):
+    """A real NeRF whose step 3 raises (an out-of-memory, a bug): the run is marked failed."""
+
+    def before_step(self, step):
+        if step == 3:
+            raise RuntimeError("boom at step 3")
+        super().before_step(step)
+
+
+def test_a_failed_run_resumes_from_its_last_periodic_checkpoint(tmp_path, monkeypatch):
+    import representations
+
+    monkeypatch.setitem(representations.REGISTRY, "nerf", "tests.test_resume:FailingNeRF")
+    with pytest.raises(RuntimeError, match="boom"):
+        list(run(cfg_for(5, ["log.checkpoint_every=2", "log.preview_every=0"]), tmp_path))
+    (run_dir,) = tmp_path.iterdir()
+    st = status(run_dir)
+    assert st["status"] == "failed" and st["checkpoint_step"] == 2  # no checkpoint of the half-done step 4
+    monkeypatch.undo()
+    events = list(resume(run_dir))
+    assert [e.step for e in events if isinstance(e, Progress)] == [3, 4, 5]
+    assert status(run_dir)["status"] == "finished"
