@@ -305,15 +305,22 @@ class Gaussians(Representation):
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"adam": self.optimizer}
 
+    def state_tensors(self) -> dict[str, Tensor]:
+        """Parameters, Adam moments and the densification statistics gathered since the last densify (so a
+        resumed run densifies the same Gaussians as an uninterrupted one)."""
+        return {**super().state_tensors(), "densify.grad_sum": self._grad_sum.clone(),
+                "densify.grad_count": torch.tensor(self._grad_count)}
+
     def load_state_tensors(self, state: dict[str, Tensor]) -> None:
-        """Resize every parameter to the saved count first (densification changes it), then load."""
+        """Resize every parameter to the saved count first (densification changes it), then load. Checkpoints
+        without densification statistics (written before they were saved) start them from zero."""
         n = state["model.means"].shape[0]
         if n != self.count:
             self._set({k: torch.zeros_like(state[f"model.{k}"]) for k in PARAMS})
             self.optimizer = self._make_optimizer()
-            self._grad_sum = torch.zeros(n)
-            self._grad_count = 0
         super().load_state_tensors(state)
+        self._grad_sum = state["densify.grad_sum"].float().cpu().clone() if "densify.grad_sum" in state else torch.zeros(n)
+        self._grad_count = int(state["densify.grad_count"]) if "densify.grad_count" in state else 0
 
     # -- fields ----------------------------------------------------------------------------------------
     def _precisions(self) -> Tensor:

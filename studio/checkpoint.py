@@ -11,15 +11,19 @@ from safetensors.torch import load_file, save_file
 from .rundir import atomic_write_text
 
 
-def save_checkpoint(folder: Path, representation, distill, step: int, config_toml: str) -> None:
+def save_checkpoint(folder: Path, representation, distill, step: int, config_toml: str,
+                    rng: dict[str, torch.Tensor] | None = None) -> None:
     """Write folder/{scene.safetensors, distillation.safetensors, meta.json, config.toml} atomically as a whole:
-    into a sibling temp folder first, then swapped in."""
+    into a sibling temp folder first, then swapped in. `rng` (name -> uint8 state, see studio.run.rng_state) goes
+    to rng.safetensors, so that a resumed run draws the same random numbers as an uninterrupted one."""
     folder = Path(folder)
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_file(_cpu(representation.state_tensors()), str(tmp / "scene.safetensors"))
     save_file(_cpu(distill.state_tensors()) or {"_empty": torch.zeros(1)}, str(tmp / "distillation.safetensors"))
+    if rng:
+        save_file(_cpu(rng), str(tmp / "rng.safetensors"))
     atomic_write_text(tmp / "config.toml", config_toml)
     atomic_write_text(tmp / "meta.json", json.dumps({"step": step}) + "\n")
     old = folder.with_name(folder.name + ".old")
@@ -37,6 +41,12 @@ def load_scene_state(folder: Path) -> dict[str, torch.Tensor]:
 
 def load_meta(folder: Path) -> dict:
     return json.loads((Path(folder) / "meta.json").read_text())
+
+
+def load_rng_state(folder: Path) -> dict[str, torch.Tensor] | None:
+    """The random generator states saved with the checkpoint, or None (checkpoints written before resume existed)."""
+    path = Path(folder) / "rng.safetensors"
+    return load_file(str(path)) if path.exists() else None
 
 
 def _cpu(state: dict) -> dict:

@@ -41,6 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("file", type=Path)
     b.add_argument("--out", default=DEFAULT_OUT, help="folder for run directories and manifest.json")
 
+    r = sub.add_parser("resume", help="continue a stopped, failed or killed run from its checkpoint (or train a finished one further)")
+    r.add_argument("run_dir", type=Path, help="the run directory (written by studio generate)")
+    r.add_argument("--steps", type=int, default=None,
+                   help="train up to N steps in total (default: the run's own steps; above them extends a finished run)")
+
     from .export import ALL_FORMATS
 
     e = sub.add_parser("export", help="write a finished run's asset in another format (clean, textured, in metres)")
@@ -96,7 +101,19 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     layers, overrides = job_layers(vars(args))
     cfg = build_config(layers, overrides)
-    finished = run_with_progress(cfg, args.out)
+    return print_finished(run_with_progress(cfg, args.out))
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from .progress import resume_with_progress
+
+    if args.steps is not None and args.steps < 1:
+        raise UserError(f"--steps {args.steps}: give a positive number of steps")
+    return print_finished(resume_with_progress(args.run_dir, args.steps))
+
+
+def print_finished(finished) -> int:
+    """Warnings on stderr, then each asset path and the run directory on stdout; exit code 0."""
     if "mesh_warning" in finished.metrics:
         print(f"warning: {finished.metrics['mesh_warning']}; no mesh files were written "
               "(try more --steps or another --seed)", file=sys.stderr)
@@ -137,7 +154,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return bench_main(args)
 
 
-COMMANDS = {"generate": cmd_generate, "batch": cmd_batch, "export": cmd_export, "ui": cmd_ui, "bench": cmd_bench}
+COMMANDS = {"generate": cmd_generate, "resume": cmd_resume, "batch": cmd_batch, "export": cmd_export, "ui": cmd_ui, "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,7 +1,9 @@
 """Driving `run()` from a terminal: a progress bar on a TTY, plain log lines otherwise."""
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from .events import Finished, Preview, Progress, Started
@@ -25,28 +27,80 @@ def run_with_progress(cfg, out: str | Path, stream=None) -> Finished:
     """Run to completion, reporting to `stream` (stderr). Returns the Finished event."""
     from .run import run
 
+    return report(run(cfg, out), stream)
+
+
+def resume_with_progress(run_dir: str | Path, steps: int | None = None, stream=None) -> Finished:
+    """Resume the run in `run_dir` (studio.run.resume) to completion, reporting like `run_with_progress`."""
+    from .run import resume
+
+    return report(resume(run_dir, steps), stream)
+
+
+def report(events, stream=None) -> Finished:
+    """Drive a run's event generator to the end, reporting to `stream` (stderr); closes it on the way out.
+
+    The first Ctrl-C stops the run at the next step boundary by closing the generator (so it is 'cancelled' with
+    a checkpoint that `studio resume` continues), then raises KeyboardInterrupt; a second Ctrl-C stops at once."""
     stream = stream or sys.stderr
     tty = stream.isatty()
-    every = max(1, cfg.steps // 20)
+    every = 1
     finished = None
-    events = run(cfg, out)
+    run_dir = None
     try:
-        for ev in events:
-            if isinstance(ev, Started):
-                print(ev.model_note, file=stream)
-                print(f"run directory: {ev.run_dir}", file=stream)
-            elif isinstance(ev, Progress):
-                if tty:
-                    end = "\n" if ev.step == ev.total_steps else ""
-                    print("\r" + bar_line(ev), end=end, file=stream, flush=True)
-                elif ev.step % every == 0 or ev.step == ev.total_steps:
-                    print(f"step {ev.step}/{ev.total_steps} loss {ev.loss:.4f} "
-                          f"{ev.steps_per_second:.2f} it/s eta {format_eta(ev.eta_seconds)}", file=stream, flush=True)
-            elif isinstance(ev, Preview) and ev.path is not None and not tty:
-                print(f"preview: {ev.path}", file=stream)
-            elif isinstance(ev, Finished):
-                finished = ev
+        with StopOnInterrupt(stream) as stop:
+            for ev in events:
+                _print_event(ev, stream, tty, every)
+                if isinstance(ev, Started):
+                    every, run_dir = max(1, ev.total_steps // 20), ev.run_dir
+                elif isinstance(ev, Finished):
+                    finished = ev
+                if stop.requested and finished is None:
+                    events.close()
+                    if run_dir is not None and (Path(run_dir) / "checkpoint").exists():
+                        print(f"stopped; continue with: studio resume {run_dir}", file=stream)
+                    raise KeyboardInterrupt
     finally:
         events.close()
     assert finished is not None
     return finished
+
+
+class StopOnInterrupt:
+    """Within (main thread only): the first SIGINT sets `requested` instead of raising; the second raises."""
+
+    def __init__(self, stream) -> None:
+        self.stream = stream
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self) -> "StopOnInterrupt":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nstopping after this step (Ctrl-C again to stop at once)", file=self.stream, flush=True)
+
+
+def _print_event(ev, stream, tty: bool, every: int) -> None:
+    """One event as terminal output (a progress bar line on a TTY, plain lines otherwise)."""
+    if isinstance(ev, Started):
+        print(ev.model_note, file=stream)
+        print(f"run directory: {ev.run_dir}", file=stream)
+    elif isinstance(ev, Progress):
+        if tty:
+            end = "\n" if ev.step == ev.total_steps else ""
+            print("\r" + bar_line(ev), end=end, file=stream, flush=True)
+        elif ev.step % every == 0 or ev.step == ev.total_steps:
+            print(f"step {ev.step}/{ev.total_steps} loss {ev.loss:.4f} "
+                  f"{ev.steps_per_second:.2f} it/s eta {format_eta(ev.eta_seconds)}", file=stream, flush=True)
+    elif isinstance(ev, Preview) and ev.path is not None and not tty:
+        print(f"preview: {ev.path}", file=stream)
