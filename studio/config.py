@@ -70,8 +70,9 @@ class LogConfig:
     """Render a preview grid every N steps (0 = never, except the final one)."""
     preview_views: int = 4
     """Views in the preview grid, evenly spaced around the object."""
-    checkpoint_every: int = 0
-    """Save a checkpoint every N steps (0 = only at the end)."""
+    checkpoint_every: int = 100
+    """Save a checkpoint every N steps (0 = only at the end and at a Stop), so a killed or crashed run can be
+    continued with `studio resume`; a save takes a few ms (docs/benchmarks.md, resume)."""
 
 
 @dataclass
