@@ -340,14 +340,35 @@ class Gaussians(Representation):
         parts = [self._kernel(points[s:s + chunk], prec).sum(1) for s in range(0, len(points), chunk)]
         return torch.cat(parts) if parts else points.new_zeros(0)
 
-    def albedo_at(self, points: Tensor, chunk: int = 1024) -> Tensor:
-        """[Q, 3] -> [Q, 3] kernel-weighted mean albedo of the Gaussians (grey where none reaches)."""
+    def albedo_at(self, points: Tensor, chunk: int = 1024, grid_above: int = 16384) -> Tensor:
+        """[Q, 3] -> [Q, 3] kernel-weighted mean albedo of the Gaussians (grey where none reaches).
+
+        Exact (every point against every Gaussian) for small queries or when gradients are needed; for more
+        than `grid_above` points without grad (a texture bake: ~10^6 texels) it samples the same weighted mean
+        voxelised on a 128³ grid, trilinearly (the grid is cached until a parameter changes): 43 s -> ~2 s for
+        a 1024² bake of 4k Gaussians."""
+        if len(points) > grid_above and not torch.is_grad_enabled():
+            return self._albedo_from_grid(points, 128)
         prec, col = self._precisions(), self.colors()
         out = []
         for s in range(0, len(points), chunk):
             k = self._kernel(points[s:s + chunk], prec)
             out.append((k @ col + 0.5 * 1e-6) / (k.sum(1, keepdim=True) + 1e-6))
         return torch.cat(out) if out else points.new_zeros(0, 3)
+
+    @torch.no_grad()
+    def _albedo_from_grid(self, points: Tensor, resolution: int) -> Tensor:
+        """[Q, 3] -> [Q, 3] trilinear samples of voxelize()'s albedo grid (vertices span [-bound, bound])."""
+        params = (self.means, self.log_scales, self.quats, self.opacity_logits, self.sh_dc)
+        key = (resolution, *((t.data_ptr(), t._version, tuple(t.shape)) for t in params))
+        cached = getattr(self, "_albedo_grid", None)
+        if cached is None or cached[0] != key:
+            _, albedo = self.voxelize(resolution)  # [G, G, G, 3] indexed [x, y, z]
+            self._albedo_grid = cached = (key, albedo.permute(3, 0, 1, 2)[None].contiguous())
+        vol = cached[1].to(points)  # [1, 3, D=x, H=y, W=z]
+        grid = (points / float(self.cfg.bound)).flip(-1).view(1, -1, 1, 1, 3)  # grid_sample wants (z, y, x)
+        out = F.grid_sample(vol, grid, mode="bilinear", padding_mode="border", align_corners=True)
+        return out.view(3, -1).T
 
     @torch.no_grad()
     def voxelize(self, resolution: int, max_half_width: int = 6) -> tuple[Tensor, Tensor]:
