@@ -247,3 +247,25 @@ def test_a_run_that_fails_reads_plainly(tmp_path):
     assert v.status == "failed" and str(not_a_model) in v.error and "Traceback" not in v.error
     assert view.status_text(v).startswith("Failed: ") and v.run_dir is None  # nothing half-written
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_reexport_takes_the_faces_and_texture_size_of_the_page(crisp_run, tmp_path):
+    """History's Re-export passes the page's face count and texture size to the CLI's export function."""
+    import shutil
+
+    import trimesh
+    from PIL import Image
+
+    from ui.handlers import Handlers
+    from ui.jobs import JobManager
+
+    run_dir = tmp_path / crisp_run.run_dir.name
+    shutil.copytree(crisp_run.run_dir, run_dir)
+    h = Handlers(JobManager(tmp_path), tmp_path.resolve())
+    files, message = h.reexport(str(run_dir), "obj", 400.0, 32.0)
+    assert message.startswith("Wrote") and files
+    mesh = trimesh.load(run_dir / "asset.obj", force="mesh", process=False)
+    assert 300 <= len(mesh.faces) <= 420  # the page's 400, not the run's 1500
+    assert Image.open(run_dir / "asset_albedo.png").size == (32, 32)
+    files, message = h.reexport(str(run_dir), "glb", 2.0, 32.0)
+    assert message.startswith("**Error:**")  # too few faces: a readable message, no traceback

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from .form import FILLED_FIELDS, MODEL_CHOICES, MODEL_EMBEDDED, form_defaults, registry_choices
 from .handlers import FORM_FIELDS, Handlers, new_session
-from .history import export_formats
+from .history import export_default, export_formats
 from .jobs import JobManager
 from .view import LOG_SHOW
 
@@ -55,7 +55,8 @@ def build_app(manager: JobManager, out: Path | str):
         history_tab.select(h.history, None, refresh_outputs)
         hist["run"].change(h.open_run, [hist["run"]],
                            [hist["details"], hist["viewer"], hist["turntable"], hist["files"], hist["message"]])
-        hist["reexport"].click(h.reexport, [hist["run"], hist["format"]], [hist["files"], hist["message"]])
+        hist["reexport"].click(h.reexport, [hist["run"], hist["format"], hist["faces"], hist["texture_size"]],
+                              [hist["files"], hist["message"]])
         hist["again"].click(h.run_again, [session, hist["run"]], [session, buttons["message"], tabs], show_progress="hidden")
 
         def pick(evt):  # a thumbnail click opens that run
@@ -138,6 +139,10 @@ def _history_tab(gr) -> dict:
             c["details"] = gr.Markdown(elem_id="history-details")
             with gr.Row():
                 c["format"] = gr.Dropdown(export_formats(), value="glb", label="Format", elem_id="history-format")
+                c["faces"] = gr.Number(value=export_default("faces"), precision=0, minimum=0, label="Faces",
+                                       elem_id="history-faces")
+                c["texture_size"] = gr.Number(value=export_default("texture_size"), precision=0, minimum=0,
+                                              label="Texture size (0 = vertex colours)", elem_id="history-texture")
                 c["reexport"] = gr.Button("Re-export", elem_id="history-reexport")
                 c["again"] = gr.Button("Run again", variant="primary", elem_id="history-again")
             c["message"] = gr.Markdown(elem_id="history-message")

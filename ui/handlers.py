@@ -180,13 +180,16 @@ class Handlers:
         return (history.details_markdown(path), _str(history.viewer_file(path)), _str(history.turntable_file(path)),
                 [str(p) for p in history.downloads(path)] or None, "")
 
-    def reexport(self, value: str | None, fmt: str) -> tuple:
-        """Re-export a run with the CLI's `studio export` function; (files, message)."""
+    def reexport(self, value: str | None, fmt: str, faces: float | None = None,
+                 texture_size: float | None = None) -> tuple:
+        """Re-export a run with the CLI's `studio export` function (and its --faces / --texture-size);
+        (files, message)."""
         from studio.reexport import export_run
 
         try:
             path = self.run_path(value)
-            written = export_run(path, fmt)
+            written = export_run(path, fmt, faces=None if faces is None else int(faces),
+                                 texture_size=None if texture_size is None else int(texture_size))
         except Exception as e:  # noqa: BLE001
             return None, error_message(e)
         return [str(p) for p in history.downloads(path)] or None, f"Wrote `{written}`."

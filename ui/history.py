@@ -204,3 +204,10 @@ def export_formats() -> list[str]:
                 if "--format" in a.option_strings:
                     return list(a.choices)
     return ["glb", "obj", "ply"]
+
+
+def export_default(name: str) -> int:
+    """The [export] default of `name` (faces, texture_size): what a re-export uses when left unchanged."""
+    from studio.config import ExportConfig
+
+    return int(getattr(ExportConfig(), name))
