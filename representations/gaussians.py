@@ -357,15 +357,19 @@ class Gaussians(Representation):
         return torch.cat(out) if out else points.new_zeros(0, 3)
 
     @torch.no_grad()
-    def _albedo_from_grid(self, points: Tensor, resolution: int) -> Tensor:
-        """[Q, 3] -> [Q, 3] trilinear samples of voxelize()'s albedo grid (vertices span [-bound, bound])."""
+    def _voxels(self, resolution: int) -> tuple[Tensor, Tensor]:
+        """voxelize(resolution), cached until a parameter changes (a bake and a mesh extraction share it)."""
         params = (self.means, self.log_scales, self.quats, self.opacity_logits, self.sh_dc)
         key = (resolution, *((t.data_ptr(), t._version, tuple(t.shape)) for t in params))
-        cached = getattr(self, "_albedo_grid", None)
+        cached = getattr(self, "_voxel_cache", None)
         if cached is None or cached[0] != key:
-            _, albedo = self.voxelize(resolution)  # [G, G, G, 3] indexed [x, y, z]
-            self._albedo_grid = cached = (key, albedo.permute(3, 0, 1, 2)[None].contiguous())
-        vol = cached[1].to(points)  # [1, 3, D=x, H=y, W=z]
+            self._voxel_cache = cached = (key, self.voxelize(resolution))
+        return cached[1]
+
+    @torch.no_grad()
+    def _albedo_from_grid(self, points: Tensor, resolution: int) -> Tensor:
+        """[Q, 3] -> [Q, 3] trilinear samples of voxelize()'s albedo grid (vertices span [-bound, bound])."""
+        vol = self._voxels(resolution)[1].permute(3, 0, 1, 2)[None].to(points)  # [1, 3, D=x, H=y, W=z]
         grid = (points / float(self.cfg.bound)).flip(-1).view(1, -1, 1, 1, 3)  # grid_sample wants (z, y, x)
         out = F.grid_sample(vol, grid, mode="bilinear", padding_mode="border", align_corners=True)
         return out.view(3, -1).T
@@ -435,18 +439,15 @@ class Gaussians(Representation):
         """Density grid from the Gaussians -> level chosen from the renders -> marching cubes, coloured."""
         from .extract import DensityVolume, _empty_mesh, choose_level, marching_cubes
 
-        dens, albedo = self.voxelize(resolution)
+        dens, _ = self._voxels(resolution)
         volume = DensityVolume(dens, float(self.cfg.bound))
         level, _ = choose_level(self, None, volume)
         if level is None:
             return _empty_mesh()
         mesh = marching_cubes(volume, level)
-        if mesh.is_empty:
-            return mesh
-        uvw = (torch.from_numpy(mesh.vertices) / self.cfg.bound).flip(-1).view(1, -1, 1, 1, 3)
-        grid = albedo.permute(3, 0, 1, 2)[None]  # [1, 3, x, y, z]
-        col = F.grid_sample(grid, uvw, mode="bilinear", align_corners=True).view(3, -1).t()
-        mesh.colors = col.clamp(0.0, 1.0).numpy().astype("float32")
+        if not mesh.is_empty:
+            col = self._albedo_from_grid(torch.from_numpy(mesh.vertices).float(), resolution)
+            mesh.colors = col.clamp(0.0, 1.0).numpy().astype("float32")
         return mesh
 
 
