@@ -128,12 +128,16 @@ def main() -> None:
     ap.add_argument("--eval-every", type=int, default=200)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--eval-only", action="store_true", help="evaluate {out}/final on the held-out split and exit")
+    ap.add_argument("--init", default=None, help="start from this diffusers AutoencoderKL folder (e.g. a shipped vae/)")
+    ap.add_argument("--lr", type=float, default=None, help="peak learning rate (default: AEConfig.lr)")
+    ap.add_argument("--freeze-encoder", action="store_true",
+                    help="train only the decoder (with --init: the latent space, and so a UNet trained on it, stays valid)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    cfg = AEConfig()
+    cfg = AEConfig() if args.lr is None else AEConfig(lr=args.lr)
     if args.eval_only:
         val = load_split(Path(args.data) / "val.pt")
         ev = evaluate(AutoencoderKL.from_pretrained(out / "final").eval(), val, n=len(val["images"]))
@@ -142,7 +146,14 @@ def main() -> None:
         return
     train, val = load_split(Path(args.data) / "train.pt"), load_split(Path(args.data) / "val.pt")
     vae = build_vae(cfg)
-    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=0.0)
+    if args.init:  # warm start: same architecture, weights of an earlier run
+        vae.load_state_dict(AutoencoderKL.from_pretrained(args.init).state_dict())
+        print(f"initialised from {args.init}", flush=True)
+    if args.freeze_encoder:
+        for module in (vae.encoder, vae.quant_conv):
+            module.requires_grad_(False)
+    trainable = [p for p in vae.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=0.0)
     step, already = 0, 0.0
     ckpt = out / "ckpt.pt"
     if ckpt.exists():
@@ -171,7 +182,7 @@ def main() -> None:
         loss, parts = ae_loss(vae, x, a, cfg)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         opt.step()
         step += 1
         threads.record(time.time() - t_step)
