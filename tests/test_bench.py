@@ -136,6 +136,7 @@ def test_bench_quality_unknown_kind_is_a_user_error(capsys, tmp_path):
 def test_bench_quality_end_to_end_writes_tables_and_resumes(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     args = ["bench", "quality", "--quick", "--representations", "nerf", "--distillations", "sds", "--steps", "2",
+            "--workers", "1",
             "--model", "tiny-random", "--out", str(tmp_path / "q"), "--doc", str(tmp_path / "bench.md"),
             "--set", "camera.resolution=32", "--set", "export.mesh_resolution=24", "--set", "export.turntable_frames=0",
             "--set", "representation.density_bias=0.0"]
@@ -151,6 +152,25 @@ def test_bench_quality_end_to_end_writes_tables_and_resumes(tmp_path, capsys, mo
     capsys.readouterr()
     assert main(args) == 0  # resumes: the finished job is not run again
     assert len((tmp_path / "q" / "results.jsonl").read_text().splitlines()) == 1
+
+
+def test_bench_quality_parallel_workers_run_every_job_once(tmp_path, capsys):
+    """--quick's default: two single-threaded worker processes; every job lands once, and a rerun resumes."""
+    args = ["bench", "quality", "--quick", "--representations", "nerf", "--distillations", "sds", "--steps", "2",
+            "--seeds", "0", "1", "--model", "tiny-random", "--out", str(tmp_path / "q"),
+            "--set", "camera.resolution=32", "--set", "export.mesh_resolution=24", "--set", "export.turntable_frames=0"]
+    assert main(args) == 0
+    assert "2 at a time" in capsys.readouterr().err
+    rows = [json.loads(line) for line in (tmp_path / "q" / "results.jsonl").read_text().splitlines()]
+    assert sorted(r["seed"] for r in rows) == [0, 1] and all(r["status"] == "finished" for r in rows)
+    assert len({r["run_dir"] for r in rows}) == 2
+    assert main(args) == 0
+    assert len((tmp_path / "q" / "results.jsonl").read_text().splitlines()) == 2
+
+
+def test_bench_quality_rejects_zero_workers(tmp_path, capsys):
+    assert main(["bench", "quality", "--workers", "0", "--out", str(tmp_path)]) == 2
+    assert "--workers must be at least 1" in capsys.readouterr().err
 
 
 @pytest.mark.slow
