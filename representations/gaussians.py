@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import RenderOut, Representation, RepresentationConfig
+from .base import RenderOut, Representation, SoftOpacityConfig
 from .cameras import Cameras
 from .mesh import Mesh
 from .nerf import _fast_adam_flags
@@ -47,7 +47,7 @@ PARAMS = ("means", "log_scales", "quats", "opacity_logits", "sh_dc", "sh_rest")
 
 
 @dataclass
-class GaussiansConfig(RepresentationConfig):
+class GaussiansConfig(SoftOpacityConfig):
     """3D Gaussians: initialisation, optimisation, densification, regularisers."""
 
     kind: str = "gaussians"
@@ -91,12 +91,9 @@ class GaussiansConfig(RepresentationConfig):
     """Weight of mean(largest scale) (world units): keeps Gaussians small."""
     opacity_weight: float = 1e-3
     """Weight of the per-Gaussian opacity entropy mean(H(o)): opaque or prunable."""
-    sparsity_weight: float = 1e-3
-    """Weight of mean(sqrt(alpha^2 + 0.01)) on the rendered opacity (against floaters)."""
     tile_size: int = 8
     """Splatter tile side in pixels."""
-    normal_min_alpha: float = 1e-3
-    """Pixels with lower opacity get no normal (shaded with ambient light only)."""
+    # sparsity_weight and normal_min_alpha are documented in base.SoftOpacityConfig
 
     def __post_init__(self) -> None:
         if self.sh_degree not in (0, 1):
