@@ -37,6 +37,7 @@ from .cameras import Cameras
 from .mesh import Mesh
 from .nerf import _fast_adam_flags
 from .ops.splat import covariance_3d, quat_to_rotmat, rasterization
+from .regularizers import opacity_entropy, opacity_sparsity
 from .shading import Shading, shade
 
 SH_C0 = 0.28209479177387814
@@ -219,10 +220,9 @@ class Gaussians(Representation):
         if c.scale_weight > 0:
             terms["scale"] = c.scale_weight * torch.exp(self.log_scales).amax(dim=-1).mean()
         if c.opacity_weight > 0:
-            p = opac.clamp(1e-5, 1 - 1e-5)
-            terms["opacity"] = c.opacity_weight * (-(p * p.log() + (1 - p) * (1 - p).log())).mean()
+            terms["opacity"] = c.opacity_weight * opacity_entropy(opac)
         if c.sparsity_weight > 0:
-            terms["sparsity"] = c.sparsity_weight * torch.sqrt(a.square() + 0.01).mean()
+            terms["sparsity"] = c.sparsity_weight * opacity_sparsity(a)
 
         def out(x: Tensor) -> Tensor:  # [B, H*W, C] -> [B, C, H, W]
             return x.view(B, H, W, -1).permute(0, 3, 1, 2).contiguous()

@@ -37,6 +37,7 @@ from .cameras import Cameras
 from .hashgrid import HashGrid, HashGridConfig, hash_mlp
 from .mesh import Mesh
 from .occupancy import OccupancyGrid, march
+from .regularizers import volume_terms
 from .shading import Shading, shade
 from .volume import accumulate, render_weights
 
@@ -263,15 +264,7 @@ class NeRF(Representation):
         rgb = lit * a + bg * (1.0 - a)
         albedo_img = albedo_pm + bg * (1.0 - a)
 
-        terms: dict[str, Tensor] = {}
-        if c.normals != "none" and c.orient_weight > 0:
-            facing = (normal * d).sum(-1).clamp(min=0.0)
-            terms["orient"] = c.orient_weight * (alpha.detach() * facing.square()).mean()
-        if c.sparsity_weight > 0:
-            terms["sparsity"] = c.sparsity_weight * torch.sqrt(alpha.square() + 0.01).mean()
-        if c.entropy_weight > 0:
-            p = alpha.clamp(1e-5, 1.0 - 1e-5)
-            terms["entropy"] = c.entropy_weight * (-(p * p.log() + (1 - p) * (1 - p).log())).mean()
+        terms = volume_terms(c, alpha, normal if c.normals != "none" else None, d)
 
         def img(x: Tensor) -> Tensor:  # [R, C] -> [B, C, H, W]
             return x.view(B, H, W, -1).permute(0, 3, 1, 2).contiguous()

@@ -35,6 +35,7 @@ from .cameras import Cameras
 from .mesh import Mesh
 from .nerf import _TETRA, _fast_adam_flags, _TruncExp
 from .occupancy import OccupancyGrid, march
+from .regularizers import volume_terms
 from .shading import Shading, shade
 from .volume import accumulate, render_weights
 
@@ -286,14 +287,7 @@ class VoxelGrid(Representation):
         terms: dict[str, Tensor] = {}
         if c.tv_weight > 0:
             terms["tv"] = c.tv_weight * self.total_variation()
-        if c.orient_weight > 0:
-            facing = (normal * d).sum(-1).clamp(min=0.0)
-            terms["orient"] = c.orient_weight * (alpha.detach() * facing.square()).mean()
-        if c.sparsity_weight > 0:
-            terms["sparsity"] = c.sparsity_weight * torch.sqrt(alpha.square() + 0.01).mean()
-        if c.entropy_weight > 0:
-            p = alpha.clamp(1e-5, 1.0 - 1e-5)
-            terms["entropy"] = c.entropy_weight * (-(p * p.log() + (1 - p) * (1 - p).log())).mean()
+        terms.update(volume_terms(c, alpha, normal, d))
 
         def img(x: Tensor) -> Tensor:  # [R, C] -> [B, C, H, W]
             return x.view(B, H, W, -1).permute(0, 3, 1, 2).contiguous()
