@@ -41,6 +41,63 @@ class RepresentationConfig:
     """Half-size of the axis-aligned box [-bound, bound]^3 that holds the object."""
 
 
+# Fields that several representations share, each written (with its docstring) once. A representation
+# whose default differs re-declares the field with its own default (a dataclass keeps the field's place).
+# Dataclass fields come base first, so these stand before a representation's own fields in config.toml and
+# docs/config.md.
+
+
+@dataclass
+class HashFieldRates(RepresentationConfig):
+    """Learning rates of a hash-grid + MLP field (representations/hashgrid.py): the NeRF's, FlexiCubes' albedo."""
+
+    lr_grid: float = 3e-2
+    """Adam learning rate of the hash table (higher than GPU defaults: CPU runs have ~1-2k steps; fitting a
+    shaded sphere, 3e-2/1e-2 reached half the error of 1e-2/5e-3 in 200 steps)."""
+    lr_mlp: float = 1e-2
+    """Adam learning rate of the MLP."""
+
+
+@dataclass
+class SoftOpacityConfig(RepresentationConfig):
+    """Fields of the representations that render a soft opacity (NeRF, voxel grid, Gaussians)."""
+
+    sparsity_weight: float = 1e-3
+    """Weight of the opacity sparsity term mean(sqrt(alpha^2 + 0.01)) on the rendered opacity (pushes empty
+    pixels to empty, against floaters)."""
+    normal_min_alpha: float = 1e-3
+    """Pixels with lower opacity get no normal (shaded with ambient light only)."""
+
+
+@dataclass
+class MarchedVolumeConfig(SoftOpacityConfig):
+    """Fields of the ray-marched density fields (NeRF, voxel grid): the starting blob, the regularisers of
+    the rendered opacity and normals, and the occupancy-grid sampling."""
+
+    density_bias: float = -3.0
+    """Constant part of the blob `density_bias + blob_scale * (1 - |x| / blob_radius)` of raw density (the
+    NeRF adds it to its field, the voxel grid starts as it); it sets the start: a small, visible, centred blob
+    (centre alpha ~0.7, image mean ~0.03 at the default cameras). With the NeRF, the embedded model and SDS, a
+    faint fog start (-7, centre alpha ~0.03) never grew a surface in 300 steps; -3 and 0 formed the object."""
+    blob_scale: float = 5.0
+    """Scale of the blob's radial term `blob_scale * (1 - |x| / blob_radius)` on top of density_bias
+    (DreamFusion/Magic3D)."""
+    blob_radius: float = 0.5
+    """Radius parameter of the blob (world units); the blob term is 0 at this radius."""
+    orient_weight: float = 1e-2
+    """Weight of the orientation loss mean(alpha * relu(n . d)^2) (normals facing away from the camera)."""
+    entropy_weight: float = 1e-3
+    """Weight of the opacity entropy term mean(H(alpha)) (pushes opacity to 0 or 1: no semi-transparent fog)."""
+    samples_per_ray: int = 128
+    """Marching step = box diagonal / samples_per_ray (128: ~0.027 world units for bound 1)."""
+    occ_resolution: int = 64
+    """Cells per axis of the occupancy grid (empty-space skipping)."""
+    occ_update_every: int = 16
+    """Steps between occupancy updates (before_step)."""
+    occ_threshold: float = 0.5
+    """Density above which a cell is occupied (capped by the grid's mean density, for near-empty starts)."""
+
+
 class Representation(nn.Module):
     """A 3D scene that renders differentiably and owns its parameters and optimisers.
 

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import RenderOut, Representation, RepresentationConfig
+from .base import HashFieldRates, RenderOut, Representation
 from .cameras import Cameras
 from .hashgrid import HashGrid, HashGridConfig, hash_mlp
 from .nerf import _fast_adam_flags
@@ -35,7 +35,7 @@ from .shading import Shading, shade
 
 
 @dataclass
-class FlexiCubesConfig(RepresentationConfig):
+class FlexiCubesConfig(HashFieldRates):
     """FlexiCubes mesh + hash-grid albedo: grid size, start shape, learning rates and regulariser weights."""
 
     kind: str = "flexicubes"
@@ -56,10 +56,7 @@ class FlexiCubesConfig(RepresentationConfig):
     """Adam learning rate of the raw vertex deformation (offset = cell / 2 * tanh(raw))."""
     lr_weights: float = 1e-2
     """Adam learning rate of the raw cube weights (beta, alpha, gamma)."""
-    lr_grid: float = 3e-2
-    """Adam learning rate of the albedo hash table."""
-    lr_mlp: float = 1e-2
-    """Adam learning rate of the albedo MLP."""
+    # lr_grid and lr_mlp (the albedo field's) are documented in base.HashFieldRates
     dev_weight: float = 0.5
     """Weight of FlexiCubes' L_dev regulariser (uneven dual vertices)."""
     sign_weight_start: float = 0.2

@@ -20,8 +20,9 @@ opacity fell below `prune_opacity` are removed. Adam moments follow their rows (
 Regularisers (already weighted): mean of the largest scale (no huge blobs), opacity entropy per Gaussian
 (opaque or gone), opacity sparsity on the rendered alpha.
 
-Mesh: the Gaussians are summed into a density grid (each Gaussian on the vertices within 3 sigma), then
-the shared extraction (representations/extract.py) picks the level from the renders and runs marching cubes.
+Mesh: the Gaussians are summed into a density grid (each Gaussian on the vertices within 3 sigma;
+representations/gaussian_field.py), then the shared extraction (representations/extract.py) picks the level
+from the renders and runs marching cubes; the same cached grid colours the vertices and serves texture bakes.
 """
 from __future__ import annotations
 
@@ -29,14 +30,15 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import RenderOut, Representation, RepresentationConfig
+from .base import RenderOut, Representation, SoftOpacityConfig
 from .cameras import Cameras
+from .gaussian_field import VoxelCache, sample_albedo, voxelize
 from .mesh import Mesh
 from .nerf import _fast_adam_flags
 from .ops.splat import covariance_3d, quat_to_rotmat, rasterization
+from .regularizers import opacity_entropy, opacity_sparsity
 from .shading import Shading, shade
 
 SH_C0 = 0.28209479177387814
@@ -47,7 +49,7 @@ PARAMS = ("means", "log_scales", "quats", "opacity_logits", "sh_dc", "sh_rest")
 
 
 @dataclass
-class GaussiansConfig(RepresentationConfig):
+class GaussiansConfig(SoftOpacityConfig):
     """3D Gaussians: initialisation, optimisation, densification, regularisers."""
 
     kind: str = "gaussians"
@@ -91,12 +93,9 @@ class GaussiansConfig(RepresentationConfig):
     """Weight of mean(largest scale) (world units): keeps Gaussians small."""
     opacity_weight: float = 1e-3
     """Weight of the per-Gaussian opacity entropy mean(H(o)): opaque or prunable."""
-    sparsity_weight: float = 1e-3
-    """Weight of mean(sqrt(alpha^2 + 0.01)) on the rendered opacity (against floaters)."""
     tile_size: int = 8
     """Splatter tile side in pixels."""
-    normal_min_alpha: float = 1e-3
-    """Pixels with lower opacity get no normal (shaded with ambient light only)."""
+    # sparsity_weight and normal_min_alpha are documented in base.SoftOpacityConfig
 
     def __post_init__(self) -> None:
         if self.sh_degree not in (0, 1):
@@ -135,6 +134,7 @@ class Gaussians(Representation):
         self.optimizer = self._make_optimizer()
         self._grad_sum = torch.zeros(n)
         self._grad_count = 0
+        self._voxel_cache = VoxelCache()
 
     # -- parameters ------------------------------------------------------------------------------
     def _fresh(self, means: Tensor, albedo: Tensor, scale: float) -> dict[str, Tensor]:
@@ -222,10 +222,9 @@ class Gaussians(Representation):
         if c.scale_weight > 0:
             terms["scale"] = c.scale_weight * torch.exp(self.log_scales).amax(dim=-1).mean()
         if c.opacity_weight > 0:
-            p = opac.clamp(1e-5, 1 - 1e-5)
-            terms["opacity"] = c.opacity_weight * (-(p * p.log() + (1 - p) * (1 - p).log())).mean()
+            terms["opacity"] = c.opacity_weight * opacity_entropy(opac)
         if c.sparsity_weight > 0:
-            terms["sparsity"] = c.sparsity_weight * torch.sqrt(a.square() + 0.01).mean()
+            terms["sparsity"] = c.sparsity_weight * opacity_sparsity(a)
 
         def out(x: Tensor) -> Tensor:  # [B, H*W, C] -> [B, C, H, W]
             return x.view(B, H, W, -1).permute(0, 3, 1, 2).contiguous()
@@ -345,10 +344,10 @@ class Gaussians(Representation):
 
         Exact (every point against every Gaussian) for small queries or when gradients are needed; for more
         than `grid_above` points without grad (a texture bake: ~10^6 texels) it samples the same weighted mean
-        voxelised on a 128³ grid, trilinearly (the grid is cached until a parameter changes): 43 s -> ~2 s for
-        a 1024² bake of 4k Gaussians."""
+        voxelised on a 128³ grid, trilinearly (gaussian_field.py; the grid is cached until a parameter changes):
+        43 s -> ~2 s for a 1024² bake of 4k Gaussians."""
         if len(points) > grid_above and not torch.is_grad_enabled():
-            return self._albedo_from_grid(points, 128)
+            return sample_albedo(self._voxels(128)[1], points, self.cfg.bound)
         prec, col = self._precisions(), self.colors()
         out = []
         for s in range(0, len(points), chunk):
@@ -357,59 +356,16 @@ class Gaussians(Representation):
         return torch.cat(out) if out else points.new_zeros(0, 3)
 
     @torch.no_grad()
+    def voxelize(self, resolution: int, max_half_width: int = 6) -> tuple[Tensor, Tensor]:
+        """(density [G, G, G], albedo [G, G, G, 3]) on the G = resolution + 1 vertices of the box: these
+        Gaussians through gaussian_field.voxelize (each on the vertices within 3 sigma of its mean)."""
+        return voxelize(self.means, self._precisions(), torch.sigmoid(self.opacity_logits), self.colors(),
+                        torch.exp(self.log_scales).amax(-1), self.cfg.bound, resolution, max_half_width)
+
     def _voxels(self, resolution: int) -> tuple[Tensor, Tensor]:
         """voxelize(resolution), cached until a parameter changes (a bake and a mesh extraction share it)."""
         params = (self.means, self.log_scales, self.quats, self.opacity_logits, self.sh_dc)
-        key = (resolution, *((t.data_ptr(), t._version, tuple(t.shape)) for t in params))
-        cached = getattr(self, "_voxel_cache", None)
-        if cached is None or cached[0] != key:
-            self._voxel_cache = cached = (key, self.voxelize(resolution))
-        return cached[1]
-
-    @torch.no_grad()
-    def _albedo_from_grid(self, points: Tensor, resolution: int) -> Tensor:
-        """[Q, 3] -> [Q, 3] trilinear samples of voxelize()'s albedo grid (vertices span [-bound, bound])."""
-        vol = self._voxels(resolution)[1].permute(3, 0, 1, 2)[None].to(points)  # [1, 3, D=x, H=y, W=z]
-        grid = (points / float(self.cfg.bound)).flip(-1).view(1, -1, 1, 1, 3)  # grid_sample wants (z, y, x)
-        out = F.grid_sample(vol, grid, mode="bilinear", padding_mode="border", align_corners=True)
-        return out.view(3, -1).T
-
-    @torch.no_grad()
-    def voxelize(self, resolution: int, max_half_width: int = 6) -> tuple[Tensor, Tensor]:
-        """(density [G, G, G], albedo [G, G, G, 3]) on the G = resolution + 1 vertices of the box.
-
-        Each Gaussian is evaluated on the vertices within 3 sigma of its mean (at most max_half_width
-        vertices away), grouped by that half-width so each group is one dense batch.
-        """
-        b = float(self.cfg.bound)
-        G = resolution + 1
-        h = 2.0 * b / resolution
-        prec = self._precisions()
-        opac = torch.sigmoid(self.opacity_logits)
-        col = self.colors()
-        sigma = torch.exp(self.log_scales).amax(-1)
-        half = (3.0 * sigma / h).ceil().clamp(1, max_half_width).long()
-        centre = ((self.means + b) / h).round().long()
-        dev = self.means.device
-        dens = torch.zeros(G**3, device=dev)
-        wcol = torch.zeros(G**3, 3, device=dev)
-        strides = torch.tensor([G * G, G, 1], device=dev)
-        for k in half.unique().tolist():
-            ids = (half == k).nonzero().squeeze(1)
-            r = torch.arange(-k, k + 1, device=dev)
-            off = torch.stack(torch.meshgrid(r, r, r, indexing="ij"), dim=-1).reshape(-1, 3)  # [O, 3]
-            for s in range(0, len(ids), max(1, 2_000_000 // len(off))):
-                sel = ids[s:s + max(1, 2_000_000 // len(off))]
-                v = centre[sel, None, :] + off[None]  # [n, O, 3] vertex indices
-                inside = ((v >= 0) & (v < G)).all(-1)
-                d = v.float() * h - b - self.means[sel, None, :]
-                quad = torch.einsum("noi,nij,noj->no", d, prec[sel], d)
-                val = opac[sel, None] * torch.exp(-0.5 * quad) * inside
-                flat = (v.clamp(0, G - 1) * strides).sum(-1).reshape(-1)
-                dens.index_add_(0, flat, val.reshape(-1))
-                wcol.index_add_(0, flat, (val[..., None] * col[sel, None, :]).reshape(-1, 3))
-        albedo = (wcol + 0.5e-6) / (dens[:, None] + 1e-6)
-        return dens.view(G, G, G).cpu(), albedo.view(G, G, G, 3).cpu()
+        return self._voxel_cache.get(resolution, params, lambda: self.voxelize(resolution))
 
     @torch.no_grad()
     def init_from(self, source: Representation) -> None:
@@ -439,14 +395,14 @@ class Gaussians(Representation):
         """Density grid from the Gaussians -> level chosen from the renders -> marching cubes, coloured."""
         from .extract import DensityVolume, _empty_mesh, choose_level, marching_cubes
 
-        dens, _ = self._voxels(resolution)
+        dens, albedo = self._voxels(resolution)
         volume = DensityVolume(dens, float(self.cfg.bound))
         level, _ = choose_level(self, None, volume)
         if level is None:
             return _empty_mesh()
         mesh = marching_cubes(volume, level)
         if not mesh.is_empty:
-            col = self._albedo_from_grid(torch.from_numpy(mesh.vertices).float(), resolution)
+            col = sample_albedo(albedo, torch.from_numpy(mesh.vertices).float(), self.cfg.bound)
             mesh.colors = col.clamp(0.0, 1.0).numpy().astype("float32")
         return mesh
 

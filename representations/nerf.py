@@ -32,11 +32,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import RenderOut, Representation, RepresentationConfig
+from .base import HashFieldRates, MarchedVolumeConfig, RenderOut, Representation
 from .cameras import Cameras
 from .hashgrid import HashGrid, HashGridConfig, hash_mlp
 from .mesh import Mesh
 from .occupancy import OccupancyGrid, march
+from .regularizers import volume_terms
 from .shading import Shading, shade
 from .volume import accumulate, render_weights
 
@@ -48,7 +49,7 @@ _TETRA = torch.tensor([[1.0, -1.0, -1.0], [-1.0, -1.0, 1.0], [-1.0, 1.0, -1.0], 
 
 
 @dataclass
-class NeRFConfig(RepresentationConfig):
+class NeRFConfig(MarchedVolumeConfig, HashFieldRates):
     """Hash-grid NeRF: field sizes, initialisation, optimisation, regularisers and sampling."""
 
     kind: str = "nerf"
@@ -65,35 +66,12 @@ class NeRFConfig(RepresentationConfig):
     density gradients while the shape forms, and colour barely learns; split, colour learns from the start."""
     density_activation: str = "trunc_exp"
     """'trunc_exp' (exp, with the input clamped at 15 and its gradient kept) or 'softplus'."""
-    density_bias: float = -3.0
-    """Constant added to the raw density; with the blob it sets the start: a small, visible, centred blob
-    (centre alpha ~0.7, image mean ~0.03 at the default cameras). With the embedded model and SDS, a faint
-    fog start (-7, centre alpha ~0.03) never grew a surface in 300 steps; -3 and 0 formed the object."""
-    blob_scale: float = 5.0
-    """Blob bias `blob_scale * (1 - |x| / blob_radius)` added to the raw density (DreamFusion/Magic3D)."""
-    blob_radius: float = 0.5
-    """Radius parameter of the blob (world units); the blob term is 0 at this radius."""
-    lr_grid: float = 3e-2
-    """Adam learning rate of the hash table (higher than GPU defaults: CPU runs have ~1-2k steps; fitting a
-    shaded sphere, 3e-2/1e-2 reached half the error of 1e-2/5e-3 in 200 steps)."""
-    lr_mlp: float = 1e-2
-    """Adam learning rate of the MLP."""
-    orient_weight: float = 1e-2
-    """Weight of the orientation loss mean(alpha * relu(n . d)^2) (normals facing away from the camera)."""
+    # the opacity regularisers are off for the NeRF (on by default for the voxel grid and the Gaussians);
+    # these fields are documented in base.SoftOpacityConfig / MarchedVolumeConfig
     sparsity_weight: float = 0.0
-    """Weight of the opacity sparsity term mean(sqrt(alpha^2 + 0.01)) (pushes empty pixels to empty)."""
     entropy_weight: float = 0.0
-    """Weight of the opacity entropy term mean(H(alpha)) (pushes opacity to 0 or 1)."""
-    samples_per_ray: int = 128
-    """Marching step = box diagonal / samples_per_ray (128: ~0.027 world units for bound 1)."""
-    occ_resolution: int = 64
-    """Cells per axis of the occupancy grid."""
-    occ_update_every: int = 16
-    """Steps between occupancy updates (before_step)."""
     occ_fraction: float = 0.125
     """Fraction of all cells re-measured at an update (occupied cells always are)."""
-    occ_threshold: float = 0.5
-    """Density above which a cell is occupied (capped by the grid's mean density, for near-empty starts)."""
     occ_decay: float = 0.7
     """Per-update decay of a cell's remembered density: d <- max(decay * d, new)."""
     occ_dilation: int = 1
@@ -110,8 +88,6 @@ class NeRFConfig(RepresentationConfig):
     """Finite-difference step of the normals (world units; ~one pixel footprint at 64 px). Smaller steps
     see the hash grid's fine-level noise (fitting a shaded sphere: mean cos to the true normal 0.37 at 0.02,
     0.81 at 0.04)."""
-    normal_min_alpha: float = 1e-3
-    """Pixels with lower opacity get no normal (and are shaded with ambient light only)."""
 
     def __post_init__(self) -> None:
         if isinstance(self.grid, dict):
@@ -288,15 +264,7 @@ class NeRF(Representation):
         rgb = lit * a + bg * (1.0 - a)
         albedo_img = albedo_pm + bg * (1.0 - a)
 
-        terms: dict[str, Tensor] = {}
-        if c.normals != "none" and c.orient_weight > 0:
-            facing = (normal * d).sum(-1).clamp(min=0.0)
-            terms["orient"] = c.orient_weight * (alpha.detach() * facing.square()).mean()
-        if c.sparsity_weight > 0:
-            terms["sparsity"] = c.sparsity_weight * torch.sqrt(alpha.square() + 0.01).mean()
-        if c.entropy_weight > 0:
-            p = alpha.clamp(1e-5, 1.0 - 1e-5)
-            terms["entropy"] = c.entropy_weight * (-(p * p.log() + (1 - p) * (1 - p).log())).mean()
+        terms = volume_terms(c, alpha, normal if c.normals != "none" else None, d)
 
         def img(x: Tensor) -> Tensor:  # [R, C] -> [B, C, H, W]
             return x.view(B, H, W, -1).permute(0, 3, 1, 2).contiguous()

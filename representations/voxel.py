@@ -30,17 +30,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import RenderOut, Representation, RepresentationConfig
+from .base import MarchedVolumeConfig, RenderOut, Representation
 from .cameras import Cameras
 from .mesh import Mesh
 from .nerf import _TETRA, _fast_adam_flags, _TruncExp
 from .occupancy import OccupancyGrid, march
+from .regularizers import volume_terms
 from .shading import Shading, shade
 from .volume import accumulate, render_weights
 
 
 @dataclass
-class VoxelConfig(RepresentationConfig):
+class VoxelConfig(MarchedVolumeConfig):
     """Dense voxel grid: sizes, upscaling, initialisation, optimisation, regularisers and sampling."""
 
     kind: str = "voxel"
@@ -57,12 +58,6 @@ class VoxelConfig(RepresentationConfig):
     """Channels of the colour grid (must be 3 when hidden = 0: they are the albedo logits)."""
     hidden: int = 0
     """Width of the optional shallow colour MLP (features -> hidden -> 3); 0 = no MLP."""
-    density_bias: float = -3.0
-    """Constant part of the initial raw density (see the NeRF's field of the same name)."""
-    blob_scale: float = 5.0
-    """Initial raw density gets `blob_scale * (1 - |x| / blob_radius)` on top of density_bias."""
-    blob_radius: float = 0.5
-    """Radius parameter of the initial blob (world units)."""
     lr_density: float = 0.1
     """Adam learning rate of the raw density grid (DVGO uses 0.1)."""
     lr_color: float = 0.05
@@ -70,23 +65,12 @@ class VoxelConfig(RepresentationConfig):
     tv_weight: float = 0.01
     """Weight of the total-variation term: mean squared difference of neighbouring raw density values
     (the colour grid gets tv_weight / 10). Smooths the grid and removes isolated floaters."""
-    orient_weight: float = 1e-2
-    """Weight of the orientation loss mean(alpha * relu(n . d)^2)."""
-    sparsity_weight: float = 1e-3
-    """Weight of the opacity sparsity term mean(sqrt(alpha^2 + 0.01)) (empty pixels stay empty)."""
-    entropy_weight: float = 1e-3
-    """Weight of the opacity entropy term mean(H(alpha)) (no semi-transparent fog)."""
-    samples_per_ray: int = 128
-    """Marching step = box diagonal / samples_per_ray."""
-    occ_resolution: int = 64
-    """Cells per axis of the occupancy grid (empty-space skipping)."""
+    # the other shared fields (blob, regularisers, sampling) are documented in base.MarchedVolumeConfig
     occ_update_every: int = 8
     """Steps between occupancy updates (every cell is re-measured: the grid is cheap to read)."""
     occ_threshold: float = 0.01
     """Density above which an occupancy cell is occupied (capped by the mean density). Low, because a voxel
     only learns where samples land: the occupied set must reach beyond the visible surface so it can grow."""
-    normal_min_alpha: float = 1e-3
-    """Pixels with lower opacity get no normal (shaded with ambient light only)."""
 
     def __post_init__(self) -> None:
         if self.hidden == 0 and self.features != 3:
@@ -303,14 +287,7 @@ class VoxelGrid(Representation):
         terms: dict[str, Tensor] = {}
         if c.tv_weight > 0:
             terms["tv"] = c.tv_weight * self.total_variation()
-        if c.orient_weight > 0:
-            facing = (normal * d).sum(-1).clamp(min=0.0)
-            terms["orient"] = c.orient_weight * (alpha.detach() * facing.square()).mean()
-        if c.sparsity_weight > 0:
-            terms["sparsity"] = c.sparsity_weight * torch.sqrt(alpha.square() + 0.01).mean()
-        if c.entropy_weight > 0:
-            p = alpha.clamp(1e-5, 1.0 - 1e-5)
-            terms["entropy"] = c.entropy_weight * (-(p * p.log() + (1 - p) * (1 - p).log())).mean()
+        terms.update(volume_terms(c, alpha, normal, d))
 
         def img(x: Tensor) -> Tensor:  # [R, C] -> [B, C, H, W]
             return x.view(B, H, W, -1).permute(0, 3, 1, 2).contiguous()

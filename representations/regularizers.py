@@ -1,0 +1,40 @@
+"""Regularisers on the rendered opacity that several representations share (weights: base.SoftOpacityConfig
+and base.MarchedVolumeConfig). Each returns a scalar; the representation weights it into RenderOut.terms."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .base import MarchedVolumeConfig
+
+
+def opacity_sparsity(alpha: Tensor) -> Tensor:
+    """alpha [...] in [0, 1] -> mean(sqrt(alpha^2 + 0.01)): a smooth L1 that pushes empty pixels to empty."""
+    return torch.sqrt(alpha.square() + 0.01).mean()
+
+
+def opacity_entropy(alpha: Tensor) -> Tensor:
+    """alpha [...] in [0, 1] -> mean binary entropy H(alpha) (alpha clamped to [1e-5, 1 - 1e-5]): pushes
+    opacity to 0 or 1."""
+    p = alpha.clamp(1e-5, 1.0 - 1e-5)
+    return (-(p * p.log() + (1 - p) * (1 - p).log())).mean()
+
+
+def orientation(alpha: Tensor, normal: Tensor, dirs: Tensor) -> Tensor:
+    """alpha [R], normal [R, 3], ray directions dirs [R, 3] -> mean(alpha * relu(n . d)^2) (DreamFusion): normals
+    facing away from the camera. alpha is detached (the term moves normals, not opacity)."""
+    facing = (normal * dirs).sum(-1).clamp(min=0.0)
+    return (alpha.detach() * facing.square()).mean()
+
+
+def volume_terms(cfg: MarchedVolumeConfig, alpha: Tensor, normal: Tensor | None, dirs: Tensor) -> dict[str, Tensor]:
+    """The weighted opacity regularisers of a ray-marched volume, those with a weight > 0, in this order:
+    'orient' (skipped when normal is None), 'sparsity', 'entropy'. alpha [R], normal [R, 3], dirs [R, 3]."""
+    terms: dict[str, Tensor] = {}
+    if normal is not None and cfg.orient_weight > 0:
+        terms["orient"] = cfg.orient_weight * orientation(alpha, normal, dirs)
+    if cfg.sparsity_weight > 0:
+        terms["sparsity"] = cfg.sparsity_weight * opacity_sparsity(alpha)
+    if cfg.entropy_weight > 0:
+        terms["entropy"] = cfg.entropy_weight * opacity_entropy(alpha)
+    return terms
