@@ -82,6 +82,11 @@ class VoxelCache:
         self._key: tuple | None = None
         self._voxels: Voxels | None = None
 
+    def clear(self) -> None:
+        """Forget the stored voxelisation (an optimiser step changed the parameters: a fused Adam step does
+        not bump the tensors' version counters, so the key alone cannot see it)."""
+        self._key, self._voxels = None, None
+
     def get(self, resolution: int, params: Sequence[Tensor], compute: Callable[[], Voxels]) -> Voxels:
         """compute() -> (density [G, G, G], albedo [G, G, G, 3]), or the stored result of the last call if it
         had the same resolution and the same parameter tensors (storage, in-place version counter, shape)."""

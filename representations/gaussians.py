@@ -242,6 +242,7 @@ class Gaussians(Representation):
             self._grad_count += 1
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        self._voxel_cache.clear()
         until = c.densify_until * self.total_steps
         if c.densify_from <= step < until and step > 0 and step % c.densify_every == 0:
             self.densify_and_prune()

@@ -178,3 +178,17 @@ def test_large_albedo_queries_use_the_voxelised_field_and_agree_with_the_exact_o
         via_grid = rep.albedo_at(pts.repeat(50, 1), grid_above=10_000)[:1500]
     assert not torch.equal(exact, via_grid)  # the grid path really ran
     assert (exact - via_grid).abs().mean() < 0.1 * exact.std()
+
+
+def test_voxelisation_is_recomputed_after_an_optimiser_step():
+    """The cached voxelisation (shared by mesh extraction and the bake) must not outlive a training step: the
+    fused Adam step changes the parameters in place without bumping their version counters."""
+    torch.manual_seed(0)
+    rep = Gaussians(GaussiansConfig(), 100)
+    before = rep._voxels(24)[0].clone()
+    assert rep._voxels(24)[0] is rep._voxels(24)[0]  # cached while nothing changes
+    cams = orbit_cameras(torch.tensor([0.0]), torch.tensor([20.0]), torch.tensor([2.6]), torch.tensor([45.0]), 32, 32)
+    out = rep.render(cams, Shading(torch.tensor([[0.0, 0.0, 1.0]]), "albedo"))
+    (out.rgb - 1.0).abs().mean().backward()  # push towards white: moves opacities and colours
+    rep.after_backward(0)
+    assert not torch.equal(rep._voxels(24)[0], before)
