@@ -70,6 +70,13 @@ class NeRFConfig(MarchedVolumeConfig, HashFieldRates):
     # these fields are documented in base.SoftOpacityConfig / MarchedVolumeConfig
     sparsity_weight: float = 0.0
     entropy_weight: float = 0.0
+    coherence_weight: float = 0.0
+    """Weight of the density-coherence term mean|a(x) - a(x + r)| over marched samples x and random offsets r
+    (a = one step's opacity 1 - exp(-density * step)): discourages isolated specks and pinholes."""
+    coherence_samples: int = 4096
+    """Marched samples per step that the coherence term compares with a neighbour."""
+    coherence_radius: float = 0.03
+    """Standard deviation (world units) of the neighbour's offset in the coherence term."""
     occ_fraction: float = 0.125
     """Fraction of all cells re-measured at an update (occupied cells always are)."""
     occ_decay: float = 0.7
@@ -265,6 +272,8 @@ class NeRF(Representation):
         albedo_img = albedo_pm + bg * (1.0 - a)
 
         terms = volume_terms(c, alpha, normal if c.normals != "none" else None, d)
+        if c.coherence_weight > 0 and self.training and len(sigma) > 0:
+            terms["coherence"] = c.coherence_weight * self._coherence(samples.points, sigma)
 
         def img(x: Tensor) -> Tensor:  # [R, C] -> [B, C, H, W]
             return x.view(B, H, W, -1).permute(0, 3, 1, 2).contiguous()
@@ -277,6 +286,16 @@ class NeRF(Representation):
             albedo=img(albedo_img),
             terms=terms,
         )
+
+    def _coherence(self, points: Tensor, sigma: Tensor) -> Tensor:
+        """points [N, 3] marched samples with densities sigma [N] -> mean |a(x) - a(x + r)| over a random subset
+        (a = 1 - exp(-sigma * step), r ~ N(0, coherence_radius^2)); uses torch's RNG."""
+        c = self.cfg
+        idx = torch.randint(len(points), (min(c.coherence_samples, len(points)),), device=points.device)
+        near = points[idx].detach() + c.coherence_radius * torch.randn_like(points[idx])
+        a = -torch.expm1(-sigma[idx] * self.step_size)
+        b = -torch.expm1(-self.density(near) * self.step_size)
+        return (a - b).abs().mean()
 
     # -- export --------------------------------------------------------------------------------
     def extract_mesh(self, resolution: int = 128) -> Mesh:
