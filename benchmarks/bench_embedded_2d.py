@@ -1,6 +1,6 @@
 """2D benchmark of the embedded text-to-image model, judged against the world's ground truth.
 
-    python benchmarks/bench_embedded_2d.py [--model assets/models/primitives-v1] [--samples 8] [--steps 25]
+    python benchmarks/bench_embedded_2d.py [--model assets/models/primitives-v2] [--samples 8] [--steps 25]
 
 For every (shape, colour) pair, `--samples` images of "a {colour} {shape}" (DDIM, CFG 7.5). Judges, each
 validated on real held-out renders (data/embedded/val.pt) and reported with its accuracy there:
@@ -120,7 +120,7 @@ def save_grid(images: torch.Tensor, cols: int, path: Path, scale: int = 2) -> No
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="assets/models/primitives-v1")
+    ap.add_argument("--model", default="assets/models/primitives-v2")
     ap.add_argument("--val", default="data/embedded/val.pt")
     ap.add_argument("--samples", type=int, default=8)
     ap.add_argument("--steps", type=int, default=25)

@@ -1,17 +1,12 @@
-"""The shipped embedded model (assets/models/primitives-v1) loads offline and samples deterministically."""
+"""The shipped embedded model (studio.paths.EMBEDDED_MODEL) loads offline and samples deterministically."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
-FOLDER = Path(__file__).resolve().parents[1] / "assets" / "models" / "primitives-v1"
-pytestmark = pytest.mark.skipif(
-    not (FOLDER / "model_index.json").exists(),
-    reason=f"embedded model not exported yet ({FOLDER}); run python -m studio.embedded.export",
-)
+from studio.paths import EMBEDDED_MODEL as FOLDER
 
 
 @pytest.fixture(scope="module")
@@ -25,6 +20,7 @@ def pipe():
 
 
 def test_folder_layout_and_size():
+    assert (FOLDER / "model_index.json").exists(), f"the embedded model must ship in {FOLDER}"
     index = json.loads((FOLDER / "model_index.json").read_text())
     assert index["_class_name"] == "StableDiffusionPipeline"
     for piece in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):

@@ -53,8 +53,9 @@ def smooth(ys: list[float], k: int = 10) -> list[float]:
     return [sum(ys[max(0, i - k + 1) : i + 1]) / len(ys[max(0, i - k + 1) : i + 1]) for i in range(len(ys))]
 
 
-def plot_runs(vae_log: str | Path, diffusion_log: str | Path, out_dir: str | Path) -> None:
-    """docs/images/embedded-ae-curves.png and embedded-diffusion-loss.png from the two training logs."""
+def plot_runs(vae_log: str | Path, diffusion_log: str | Path, out_dir: str | Path, label: str = "") -> None:
+    """embedded-ae-loss.png, embedded-ae-psnr.png and embedded-diffusion-loss.png in out_dir from the two training
+    logs; `label` is appended to the titles (e.g. which run of a warm-started chain the logs belong to)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if Path(vae_log).exists():
@@ -62,17 +63,20 @@ def plot_runs(vae_log: str | Path, diffusion_log: str | Path, out_dir: str | Pat
         tr = [r for r in recs if "loss" in r]
         ev = [r for r in recs if "eval" in r]
         line_plot({"train loss (weighted L1+MSE+colour)": ([r["time"] / 60 for r in tr], smooth([r["loss"] for r in tr]))},
-                  out / "embedded-ae-loss.png", "autoencoder training loss", "minutes", "loss")
+                  out / "embedded-ae-loss.png", f"autoencoder training loss{label}", "minutes", "loss")
         if ev:
             line_plot({"held-out PSNR (dB)": ([r["time"] / 60 for r in ev], [r["eval"]["psnr"] for r in ev]),
                        "object-pixel PSNR (dB)": ([r["time"] / 60 for r in ev], [r["eval"]["psnr_object"] for r in ev])},
-                      out / "embedded-ae-psnr.png", "autoencoder held-out PSNR", "minutes", "dB", log_y=False)
+                      out / "embedded-ae-psnr.png", f"autoencoder held-out PSNR{label}", "minutes", "dB", log_y=False)
     if Path(diffusion_log).exists():
         recs = [r for r in read_jsonl(diffusion_log) if "loss" in r]
         line_plot({"epsilon MSE (20-step means, smoothed)": ([r["time"] / 60 for r in recs],
                                                              smooth([r["loss"] for r in recs]))},
-                  out / "embedded-diffusion-loss.png", "diffusion training loss", "minutes", "loss")
+                  out / "embedded-diffusion-loss.png", f"diffusion training loss{label}", "minutes", "loss")
 
 
 if __name__ == "__main__":
-    plot_runs("runs/embedded/vae/log.jsonl", "runs/embedded/diffusion/log.jsonl", "docs/images")
+    import sys
+
+    plot_runs("runs/embedded/vae/log.jsonl", "runs/embedded/diffusion/log.jsonl", "docs/images",
+              label=sys.argv[1] if len(sys.argv) > 1 else "")
