@@ -196,8 +196,8 @@ def run_quality(jobs: list[QualityJob], out: Path, preset: str | None, steps: in
                        for i, job in todo}
             for fut in as_completed(futures):
                 record(futures[fut], fut.result())
-    keys = {j.key for j in jobs}
-    return [r for r in _latest(rows) if r["key"] in keys]
+    order = {j.key: i for i, j in enumerate(jobs)}  # rows in plan order, however the workers finished
+    return sorted((r for r in _latest(rows) if r["key"] in order), key=lambda r: order[r["key"]])
 
 
 def _single_thread() -> None:
