@@ -188,13 +188,18 @@ def test_first_ctrl_c_stops_at_a_step_boundary_with_a_checkpoint(tmp_path):
                 os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C in the terminal sends, here during step 3
 
     stream = io.StringIO()
-    with pytest.raises(KeyboardInterrupt):
-        report(interrupted(run(cfg_for(50, ["log.checkpoint_every=0"]), tmp_path)), stream)
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)  # a background shell may start us with SIGINT ignored
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            report(interrupted(run(cfg_for(50, ["log.checkpoint_every=0"]), tmp_path)), stream)
+        restored = signal.getsignal(signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGINT, inherited)
     (run_dir,) = tmp_path.iterdir()
     assert status(run_dir)["status"] == "cancelled"
     assert json.loads((run_dir / "checkpoint" / "meta.json").read_text())["step"] == 3  # step 3 was finished
     assert f"studio resume {run_dir}" in stream.getvalue()
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
+    assert restored is signal.default_int_handler  # the handler is put back
 
 
 def test_a_run_still_running_in_another_process_is_refused(tmp_path, capsys):
