@@ -45,8 +45,30 @@ def export_run(run_dir: Path, fmt: str, out: Path | None = None, resolution: int
     if out is not None and Path(out).suffix.lower() != (".ply" if fmt == "splat" else f".{fmt}"):
         raise UserError(f"--out {out}: the file name must end in .{'ply' if fmt == 'splat' else fmt} for --format {fmt}")
     if fmt in SCENE_FORMATS:
-        return write_formats(None, scene, [fmt], Path(run_dir), out)[fmt]
+        path = write_formats(None, scene, [fmt], Path(run_dir), out)[fmt]
+        record_reexport(Path(run_dir), {"format": fmt, "path": str(path)})
+        return path
     prepared = prepare(scene, export_cfg)
     if prepared.mesh is None:
         raise UserError("the run's scene has no surface (empty mesh); nothing to export: generate with more --steps")
-    return write_formats(prepared, scene, [fmt], Path(run_dir), out)[fmt]
+    path = write_formats(prepared, scene, [fmt], Path(run_dir), out)[fmt]
+    record_reexport(Path(run_dir), {"format": fmt, "path": str(path), "faces": export_cfg.faces,
+                                    "texture_size": export_cfg.texture_size, "mesh_resolution": export_cfg.mesh_resolution,
+                                    **{k: v for k, v in prepared.stats.items() if k.startswith("export_")}})
+    return path
+
+
+def record_reexport(run_dir: Path, entry: dict) -> None:
+    """Append one re-export (what was written, with which settings, when) to RUN_DIR/metrics.json's "reexports"
+    list; the generation's own metrics are left as they were. No-op for a run without metrics.json."""
+    import json
+    import time
+
+    from .rundir import write_json
+
+    path = run_dir / "metrics.json"
+    if not path.exists():
+        return
+    metrics = json.loads(path.read_text())
+    metrics.setdefault("reexports", []).append({**entry, "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    write_json(path, metrics)

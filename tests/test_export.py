@@ -249,6 +249,11 @@ def test_studio_export_writes_the_requested_faces_and_texture_size(crisp_run, tm
     loaded = trimesh.load(out_file, force="mesh", process=False)
     assert 200 <= len(loaded.faces) <= 400
     assert loaded.visual.material.image.size == (32, 32)
+    metrics = json.loads((crisp_run.run_dir / "metrics.json").read_text())
+    entry = metrics["reexports"][-1]  # the re-export is on record; the generation's metrics are kept
+    assert entry["path"] == str(out_file) and entry["format"] == "obj" and entry["faces"] == 400
+    assert entry["texture_size"] == 32 and 200 <= entry["export_faces"] <= 400
+    assert metrics["steps"] == crisp_run.metrics["steps"]
 
 
 @pytest.mark.parametrize("argv, message", [
