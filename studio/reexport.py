@@ -1,6 +1,8 @@
 """`studio export RUN_DIR`: rebuild a finished run's scene from its checkpoint and write a mesh."""
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
 
 from .errors import UserError
@@ -61,9 +63,6 @@ def export_run(run_dir: Path, fmt: str, out: Path | None = None, resolution: int
 def record_reexport(run_dir: Path, entry: dict) -> None:
     """Append one re-export (what was written, with which settings, when) to RUN_DIR/metrics.json's "reexports"
     list; the generation's own metrics are left as they were. No-op for a run without metrics.json."""
-    import json
-    import time
-
     from .rundir import write_json
 
     path = run_dir / "metrics.json"

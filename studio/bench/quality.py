@@ -177,8 +177,7 @@ def run_quality(jobs: list[QualityJob], out: Path, preset: str | None, steps: in
     todo = [(i, job) for i, job in enumerate(jobs) if job.key not in done]
 
     def record(i: int, row: dict) -> None:
-        nonlocal rows
-        rows = [r for r in rows if r["key"] != row["key"]] + [row]
+        rows.append(row)  # a rerun's row supersedes the old one in _latest below
         with results.open("a") as f:
             f.write(json.dumps(row) + "\n")
         on_row(f"[{i + 1}/{len(jobs)}] {summary_line(row)}")
