@@ -112,6 +112,30 @@ def evaluate(vae: AutoencoderKL, val: dict, n: int = 512, batch: int = 64) -> di
 
 
 @torch.no_grad()
+def deepen(vae: AutoencoderKL, cfg: AEConfig) -> AutoencoderKL:
+    """`vae` with one more ResNet layer per encoder and decoder block, computing exactly the same function.
+
+    Every new layer is a residual block whose last convolution starts at zero, so it is the identity; training
+    (e.g. the decoder alone, with the encoder frozen) then uses the extra capacity from the old model's quality."""
+    cfg = AEConfig(**{**asdict(cfg), "layers_per_block": vae.config.layers_per_block + 1})
+    deep = build_vae(cfg)
+    missing, unexpected = deep.load_state_dict(vae.state_dict(), strict=False)
+    if unexpected:
+        raise ValueError(f"deepen: unexpected weights {unexpected[:3]}")
+    n_old = vae.config.layers_per_block
+    new_layers = [b.resnets[n_old] for b in deep.encoder.down_blocks] + [b.resnets[n_old + 1] for b in deep.decoder.up_blocks]
+    for layer in new_layers:
+        torch.nn.init.zeros_(layer.conv2.weight)
+        torch.nn.init.zeros_(layer.conv2.bias)
+    covered = {f"{name}.{k}" for layer in new_layers for name, m in deep.named_modules() if m is layer
+               for k in layer.state_dict()}
+    if set(missing) - covered:
+        raise ValueError(f"deepen: weights left uninitialised {sorted(set(missing) - covered)[:3]}")
+    deep.register_to_config(scaling_factor=vae.config.scaling_factor)
+    return deep
+
+
+@torch.no_grad()
 def latent_std(vae: AutoencoderKL, data: dict, n: int = 1024) -> float:
     """Std of the posterior means over n training images (SD sets scaling_factor = 1 / std)."""
     zs = [vae.encode(uint8_to_unit(data["images"][i : i + 128])).latent_dist.mode() for i in range(0, n, 128)]
@@ -130,6 +154,8 @@ def main() -> None:
     ap.add_argument("--eval-only", action="store_true", help="evaluate {out}/final on the held-out split and exit")
     ap.add_argument("--init", default=None, help="start from this diffusers AutoencoderKL folder (e.g. a shipped vae/)")
     ap.add_argument("--lr", type=float, default=None, help="peak learning rate (default: AEConfig.lr)")
+    ap.add_argument("--deepen", action="store_true",
+                    help="with --init: add one identity-initialised ResNet layer per encoder and decoder block")
     ap.add_argument("--freeze-encoder", action="store_true",
                     help="train only the decoder (with --init: the latent space, and so a UNet trained on it, stays valid)")
     args = ap.parse_args()
@@ -145,10 +171,16 @@ def main() -> None:
         print(json.dumps(ev, indent=1))
         return
     train, val = load_split(Path(args.data) / "train.pt"), load_split(Path(args.data) / "val.pt")
-    vae = build_vae(cfg)
+    if args.deepen and not args.init:
+        raise SystemExit("error: --deepen needs --init FOLDER (the model to deepen)")
+    vae = build_vae(cfg) if not args.init else None
     if args.init:  # warm start: same architecture, weights of an earlier run
-        vae.load_state_dict(AutoencoderKL.from_pretrained(args.init).state_dict())
-        print(f"initialised from {args.init}", flush=True)
+        vae = AutoencoderKL.from_pretrained(args.init)
+        if args.deepen:
+            vae = deepen(vae, cfg)
+        cfg = AEConfig(**{**asdict(cfg), "channels": tuple(vae.config.block_out_channels),
+                          "layers_per_block": vae.config.layers_per_block})
+        print(f"initialised from {args.init}" + (" (deepened)" if args.deepen else ""), flush=True)
     if args.freeze_encoder:
         for module in (vae.encoder, vae.quant_conv):
             module.requires_grad_(False)

@@ -147,6 +147,29 @@ class CaptionSampler:
         return torch.stack([self.cache[c] for c in captions])
 
 
+def parse_oversample(items: list[str], shape_names: list[str]) -> dict[str, float]:
+    """{'house': 3.0} from ['house=3']; exits with a one-line error on an unknown shape or a bad factor."""
+    out = {}
+    for item in items:
+        name, _, k = item.partition("=")
+        try:
+            factor = float(k)
+        except ValueError:
+            factor = -1.0
+        if name not in shape_names or factor <= 0:
+            raise SystemExit(f"error: --oversample {item!r}: use SHAPE=K with K > 0 and SHAPE one of {shape_names}")
+        out[name] = factor
+    return out
+
+
+def shape_weights(data: dict, factors: dict[str, float]) -> torch.Tensor | None:
+    """Sampling weight [N] per dataset row (None: uniform) from per-shape factors."""
+    if not factors:
+        return None
+    per_shape = torch.tensor([factors.get(n, 1.0) for n in data["shape_names"]])
+    return per_shape[data["shape"]]
+
+
 @torch.no_grad()
 def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
     for e, p in zip(ema.parameters(), model.parameters()):
@@ -166,6 +189,8 @@ def main() -> None:
     ap.add_argument("--init", default=None,
                     help="start the UNet and text encoder from this diffusers model folder (e.g. a shipped model)")
     ap.add_argument("--lr", type=float, default=None, help="peak learning rate (default: DiffusionConfig.lr)")
+    ap.add_argument("--oversample", nargs="*", default=[], metavar="SHAPE=K",
+                    help="draw this shape's renders K times as often (e.g. house=3: the door is a small detail)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -223,10 +248,11 @@ def main() -> None:
 
     last_ckpt, t_log, run_loss = time.time(), time.time(), []
     N = latents.shape[1]
+    row_weights = shape_weights(train, parse_oversample(args.oversample, train["shape_names"]))
     threads = AdaptiveThreads(args.threads)
     while not budget.done():
         t_step = time.time()
-        idx = torch.randint(N, (cfg.batch,))
+        idx = torch.randint(N, (cfg.batch,)) if row_weights is None else torch.multinomial(row_weights, cfg.batch, True)
         flip = torch.randint(latents.shape[0], (cfg.batch,))
         x0 = latents[flip, idx]
         ids = sampler.ids(sampler.captions(idx.tolist()))
