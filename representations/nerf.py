@@ -271,7 +271,7 @@ class NeRF(Representation):
         rgb = lit * a + bg * (1.0 - a)
         albedo_img = albedo_pm + bg * (1.0 - a)
 
-        terms = volume_terms(c, alpha, normal if c.normals != "none" else None, d)
+        terms = volume_terms(c, alpha, normal if c.normals != "none" else None, d, (B, H, W))
         if c.coherence_weight > 0 and self.training and len(sigma) > 0:
             terms["coherence"] = c.coherence_weight * self._coherence(samples.points, sigma)
 

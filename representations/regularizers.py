@@ -27,12 +27,26 @@ def orientation(alpha: Tensor, normal: Tensor, dirs: Tensor) -> Tensor:
     return (alpha.detach() * facing.square()).mean()
 
 
-def volume_terms(cfg: MarchedVolumeConfig, alpha: Tensor, normal: Tensor | None, dirs: Tensor) -> dict[str, Tensor]:
-    """The weighted opacity regularisers of a ray-marched volume, those with a weight > 0, in this order:
-    'orient' (skipped when normal is None), 'sparsity', 'entropy'. alpha [R], normal [R, 3], dirs [R, 3]."""
+def normal_tv(alpha: Tensor, normal: Tensor) -> Tensor:
+    """alpha [B, H, W], unit normals [B, H, W, 3] (0 where uncovered) -> mean over horizontally and vertically
+    neighbouring pixel pairs (p, q) of alpha(p) * alpha(q) * |n(p) - n(q)|_1 (alpha detached): the total
+    variation of the rendered normal map. L1, so creases between flat faces stay sharp."""
+    a = alpha.detach()
+    dx = (normal[:, :, 1:] - normal[:, :, :-1]).abs().sum(-1) * a[:, :, 1:] * a[:, :, :-1]
+    dy = (normal[:, 1:] - normal[:, :-1]).abs().sum(-1) * a[:, 1:] * a[:, :-1]
+    return 0.5 * (dx.mean() + dy.mean())
+
+
+def volume_terms(cfg: MarchedVolumeConfig, alpha: Tensor, normal: Tensor | None, dirs: Tensor,
+                 image: tuple[int, int, int]) -> dict[str, Tensor]:
+    """The weighted regularisers of a ray-marched volume, those with a weight > 0, in this order: 'orient' and
+    'normal_tv' (both skipped when normal is None), 'sparsity', 'entropy'. alpha [R], normal [R, 3],
+    dirs [R, 3], with the R = B * H * W rays in image order; image = (B, H, W)."""
     terms: dict[str, Tensor] = {}
     if normal is not None and cfg.orient_weight > 0:
         terms["orient"] = cfg.orient_weight * orientation(alpha, normal, dirs)
+    if normal is not None and cfg.normal_tv_weight > 0:
+        terms["normal_tv"] = cfg.normal_tv_weight * normal_tv(alpha.view(image), normal.view(*image, 3))
     if cfg.sparsity_weight > 0:
         terms["sparsity"] = cfg.sparsity_weight * opacity_sparsity(alpha)
     if cfg.entropy_weight > 0:
