@@ -25,7 +25,7 @@ from representations.cameras import Cameras, ring_cameras
 from representations.shading import Shading, front_light
 from studio.config import build_config
 from studio.events import Finished
-from studio.quality import best_yaw_iou, mean_surface_color, nearest_color, scene_occupancy
+from studio.quality import best_yaw_iou, mean_surface_color, nearest_color, scene_occupancy, size_free_iou
 from studio.reexport import load_scene
 from studio.run import run
 from studio.world import World, get_object
@@ -39,11 +39,14 @@ def evaluate(run_dir: Path, world: World, resolution: int = 64) -> dict:
     occ = scene_occupancy(scene, resolution)
     if occ is None:
         return {"empty": True}
-    fits = {s: best_yaw_iou(occ, get_object(s), resolution, cfg.representation.bound) for s in world.shapes}
+    bound = cfg.representation.bound
+    fits = {s: best_yaw_iou(occ, get_object(s), resolution, bound) for s in world.shapes}
+    sized = {s: size_free_iou(occ, get_object(s), resolution, bound) for s in world.shapes}
     with torch.no_grad():
         mesh = scene.extract_mesh(resolution)
     rgb = mean_surface_color(mesh)
     return {"ious": {s: iou for s, (iou, _) in fits.items()}, "yaws": {s: yaw for s, (_, yaw) in fits.items()},
+            "size_free_ious": {s: iou for s, (iou, _, _) in sized.items()}, "scales": {s: sc for s, (_, _, sc) in sized.items()},
             "color_rgb": None if rgb is None else rgb.round(3).tolist(),
             "color": None if rgb is None else nearest_color(rgb, world.colors)}
 
@@ -111,15 +114,18 @@ def main() -> None:
                                     "overrides": args.overrides, "rows": rows}, indent=1))
     if view_rows:
         save_views(view_rows, args.views)
-    print("| prompt | seed | IoU true | best other | colour | s |")
-    print("|---|---|---|---|---|---|")
+    print("| prompt | seed | IoU true | best other | colour | size-free IoU true (scale) | best other | s |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         if r.get("empty"):
             print(f"| {r['prompt']} | {r['seed']} | empty | | | {r['seconds']} |")
             continue
         true = r["ious"][r["shape"]]
         other = max(v for k, v in r["ious"].items() if k != r["shape"])
-        print(f"| {r['prompt']} | {r['seed']} | {true:.2f} | {other:.2f} | {r['color']} | {r['seconds']} |")
+        sf = r["size_free_ious"]
+        sf_other = max(v for k, v in sf.items() if k != r["shape"])
+        print(f"| {r['prompt']} | {r['seed']} | {true:.2f} | {other:.2f} | {r['color']} | "
+              f"{sf[r['shape']]:.2f} ({r['scales'][r['shape']]:.2f}) | {sf_other:.2f} | {r['seconds']} |")
 
 
 if __name__ == "__main__":

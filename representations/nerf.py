@@ -70,6 +70,11 @@ class NeRFConfig(MarchedVolumeConfig, HashFieldRates):
     # these fields are documented in base.SoftOpacityConfig / MarchedVolumeConfig
     sparsity_weight: float = 0.0
     entropy_weight: float = 0.0
+    normal_tv_weight: float = 20.0
+    """Weight of the total variation of the rendered normal map (see base.MarchedVolumeConfig). With the embedded
+    model and SDS (600 steps, seed 0; 2026-11-30) it turns the speckled, porous density into a solid, smoothly
+    lit surface: 3D IoU with the true shape, cube/sphere/cone/torus, 0.48/0.60/0.46/0.20 at 0 -> 0.75/0.56/0.55/0.48
+    at 20 (cube: 0.62 at 10, 0.63 at 40, 0.59 at 100)."""
     coherence_weight: float = 0.0
     """Weight of the density-coherence term mean|a(x) - a(x + r)| over marched samples x and random offsets r
     (a = one step's opacity 1 - exp(-density * step)): discourages isolated specks and pinholes."""

@@ -57,6 +57,25 @@ def best_yaw_iou(pred: torch.Tensor, obj, resolution: int, bound: float, yaw_ste
     return best
 
 
+def size_free_iou(pred: torch.Tensor, obj, resolution: int, bound: float, yaw_steps: int = 24,
+                  scales: tuple[float, ...] = (0.8, 0.85, 0.9, 0.95, 1.0, 1.05, 1.1, 1.15, 1.2, 1.25)
+                  ) -> tuple[float, float, float]:
+    """(best IoU, its yaw in degrees, its scale) of `pred` against `obj` turned about the vertical axis AND scaled
+    about the origin: separates a right shape at the wrong size from a wrong shape (a diagnostic; the goal is
+    plain IoU)."""
+    pts = grid_points(resolution, bound)
+    best = (0.0, 0.0, 1.0)
+    for i in range(yaw_steps):
+        turned = rotate_y(pts, 2 * math.pi * i / yaw_steps)
+        for s in scales:
+            gt = obj.occupancy(turned / s)
+            union = (gt | pred).sum().item()
+            iou = (gt & pred).sum().item() / union if union else 0.0
+            if iou > best[0]:
+                best = (iou, 360.0 * i / yaw_steps, s)
+    return best
+
+
 def mean_surface_color(mesh: Mesh) -> np.ndarray | None:
     """Area-weighted mean vertex colour [3] of a mesh (None if empty or uncoloured)."""
     if mesh.is_empty or mesh.colors is None:

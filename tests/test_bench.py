@@ -48,6 +48,17 @@ def test_best_yaw_iou_recovers_a_rotation_and_tells_shapes_apart():
     assert q.best_yaw_iou(turned, get_object("sphere"), res, bound)[0] < 0.8
 
 
+def test_size_free_iou_recovers_a_scale_and_still_tells_shapes_apart():
+    res, bound = 32, 1.0
+    pts = q.grid_points(res, bound)
+    cube = get_object("cube")
+    big = cube.occupancy(q.rotate_y(pts, math.radians(30)) / 1.2)  # a cube turned by 30 degrees, 1.2x too big
+    assert q.best_yaw_iou(big, cube, res, bound)[0] < 0.75  # plain IoU punishes the size
+    sized, yaw, scale = q.size_free_iou(big, cube, res, bound)
+    assert sized > 0.95 and yaw % 90 == pytest.approx(30.0) and scale == pytest.approx(1.2)
+    assert q.size_free_iou(big, get_object("sphere"), res, bound)[0] < 0.85
+
+
 def test_chamfer_is_zero_on_itself_and_grows_with_an_offset():
     pts = q.truth_surface(get_object("sphere"), n=2000)
     assert np.linalg.norm(pts, axis=1) == pytest.approx(0.6, abs=0.01)  # on the true sphere
