@@ -1,6 +1,6 @@
 """2D benchmark of the embedded text-to-image model, judged against the world's ground truth.
 
-    python benchmarks/bench_embedded_2d.py [--model assets/models/primitives-v2] [--samples 8] [--steps 25]
+    python benchmarks/bench_embedded_2d.py [--model FOLDER (default: the shipped model)] [--samples 8] [--steps 25]
 
 For every (shape, colour) pair, `--samples` images of "a {colour} {shape}" (DDIM, CFG 7.5). Judges, each
 validated on real held-out renders (data/embedded/val.pt) and reported with its accuracy there:
@@ -120,7 +120,7 @@ def save_grid(images: torch.Tensor, cols: int, path: Path, scale: int = 2) -> No
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="assets/models/primitives-v2")
+    ap.add_argument("--model", default=None, help="diffusers folder (default: studio.paths.EMBEDDED_MODEL)")
     ap.add_argument("--val", default="data/embedded/val.pt")
     ap.add_argument("--samples", type=int, default=8)
     ap.add_argument("--steps", type=int, default=25)
@@ -128,8 +128,14 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="benchmarks/results/embedded_2d.json")
     ap.add_argument("--grid", default="docs/images/embedded-samples.png")
+    ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
-    torch.set_num_threads(2)
+    if args.model is None:
+        from studio.paths import EMBEDDED_MODEL
+
+        args.model = str(EMBEDDED_MODEL.relative_to(Path.cwd()) if EMBEDDED_MODEL.is_relative_to(Path.cwd())
+                         else EMBEDDED_MODEL)
+    torch.set_num_threads(args.threads)
     from diffusers import StableDiffusionPipeline
 
     world = World.load()
@@ -154,7 +160,10 @@ def main() -> None:
     c_true = torch.tensor([colors.index(c) for s, c in pairs]).repeat_interleave(args.samples)
     s_true = torch.tensor([shapes.index(s) for s, c in pairs]).repeat_interleave(args.samples)
     c_ok, s_ok = c_pred == c_true, s_pred == s_true
-    per_shape = {s: {"shape_acc": s_ok[s_true == i].float().mean().item(), "colour_acc": c_ok[s_true == i].float().mean().item()}
+    real_fg = {i: (val["alpha"][val["shape"] == i].float() / 255 > 0.5).float().mean().item() for i in range(len(shapes))}
+    per_shape = {s: {"shape_acc": s_ok[s_true == i].float().mean().item(), "colour_acc": c_ok[s_true == i].float().mean().item(),
+                     # sqrt(foreground area of the samples / of real renders): > 1 means drawn too big
+                     "linear_size_ratio": (mask[s_true == i].float().mean().item() / real_fg[i]) ** 0.5}
                  for i, s in enumerate(shapes)}
     per_color = {c: {"colour_acc": c_ok[c_true == i].float().mean().item(), "shape_acc": s_ok[c_true == i].float().mean().item()}
                  for i, c in enumerate(colors)}
