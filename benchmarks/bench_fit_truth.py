@@ -29,7 +29,8 @@ from studio.world.render import render_object
 def fit(kind: str, shape: str, color: str, steps: int, seed: int) -> tuple[torch.nn.Module, float]:
     """(scene fitted to renders of the true object, seconds)."""
     world = World.load()
-    cfg = build_config([{"prompt": "fit", "steps": steps, "seed": seed, "representation": {"kind": kind}}])
+    rep = {"kind": kind} | ({"normal_tv_weight": 0.0} if kind in ("nerf", "voxel") else {})  # tuned for SDS, not MSE
+    cfg = build_config([{"prompt": "fit", "steps": steps, "seed": seed, "representation": rep}])
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     scene = representations.get(kind)(cfg.representation, steps)

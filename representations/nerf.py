@@ -74,7 +74,9 @@ class NeRFConfig(MarchedVolumeConfig, HashFieldRates):
     """Weight of the total variation of the rendered normal map (see base.MarchedVolumeConfig). With the embedded
     model and SDS (600 steps, seed 0; 2026-11-30) it turns the speckled, porous density into a solid, smoothly
     lit surface: 3D IoU with the true shape, cube/sphere/cone/torus, 0.48/0.60/0.46/0.20 at 0 -> 0.75/0.56/0.55/0.48
-    at 20 (cube: 0.62 at 10, 0.63 at 40, 0.59 at 100)."""
+    at 20 (cube: 0.62 at 10, 0.63 at 40, 0.59 at 100). Tuned against SDS's gradients at 64 px: fitting images with
+    a pixel MSE it dominates and shrinks the shape (a sphere of radius 0.6 fitted in 40 steps at 32 px came out ~0.39),
+    so set it to 0 for image fitting; at other resolutions or with other models, re-tune it."""
     coherence_weight: float = 0.0
     """Weight of the density-coherence term mean|a(x) - a(x + r)| over marched samples x and random offsets r
     (a = one step's opacity 1 - exp(-density * step)): discourages isolated specks and pinholes."""
