@@ -131,10 +131,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     if args.model is None:
-        from studio.paths import EMBEDDED_MODEL
+        from studio.paths import EMBEDDED_MODEL, shown
 
-        args.model = str(EMBEDDED_MODEL.relative_to(Path.cwd()) if EMBEDDED_MODEL.is_relative_to(Path.cwd())
-                         else EMBEDDED_MODEL)
+        args.model = shown(EMBEDDED_MODEL)
     torch.set_num_threads(args.threads)
     from diffusers import StableDiffusionPipeline
 

@@ -16,16 +16,16 @@ import tempfile
 import time
 from pathlib import Path
 
-import math
-
 import numpy as np
 import torch
 
-from representations.cameras import Cameras, ring_cameras
+from representations.cameras import ring_cameras
 from representations.shading import Shading, front_light
 from studio.config import build_config
 from studio.events import Finished
-from studio.quality import best_yaw_iou, mean_surface_color, nearest_color, scene_occupancy, size_free_iou
+from studio.paths import EMBEDDED_MODEL, shown
+from studio.quality import (best_yaw_iou, mean_surface_color, nearest_color, object_frame, scene_occupancy,
+                            size_free_iou)
 from studio.reexport import load_scene
 from studio.run import run
 from studio.world import World, get_object
@@ -58,10 +58,7 @@ def view_row(run_dir: Path, shape: str, color: str, yaw_deg: float, world: World
     scene.eval()
     cams = ring_cameras(n, 64, elevation_deg=20.0)
     result = scene.render(cams, Shading(front_light(cams.position), mode="lambertian")).rgb.clamp(0, 1)
-    a = math.radians(yaw_deg)  # the result at p matches the truth at rotate_y(p, yaw): turn the cameras the same way
-    turn = torch.tensor([[math.cos(a), 0.0, math.sin(a), 0.0], [0.0, 1.0, 0.0, 0.0],
-                         [-math.sin(a), 0.0, math.cos(a), 0.0], [0.0, 0.0, 0.0, 1.0]])
-    tcams = Cameras(turn @ cams.c2w, cams.fov_y, 64, 64)
+    tcams = object_frame(cams, yaw_deg)
     truth = render_object(get_object(shape), world.colors[color], tcams,
                           Shading(front_light(tcams.position), mode="lambertian")).rgb.clamp(0, 1)
     return torch.cat([*result, *truth], dim=2)
@@ -106,10 +103,7 @@ def main() -> None:
                     view_rows.append(view_row(fin.run_dir, shape, color, r["yaws"][shape], world))
                 print(json.dumps(r), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    from studio.paths import EMBEDDED_MODEL
-
-    model = args.model or str(EMBEDDED_MODEL.relative_to(Path.cwd()) if EMBEDDED_MODEL.is_relative_to(Path.cwd())
-                              else EMBEDDED_MODEL)
+    model = args.model or shown(EMBEDDED_MODEL)
     args.out.write_text(json.dumps({"model": model, "date": time.strftime("%Y-%m-%d"), "steps": args.steps,
                                     "overrides": args.overrides, "rows": rows}, indent=1))
     if view_rows:

@@ -29,7 +29,8 @@ from studio.world.render import render_object
 def fit(kind: str, shape: str, color: str, steps: int, seed: int) -> tuple[torch.nn.Module, float]:
     """(scene fitted to renders of the true object, seconds)."""
     world = World.load()
-    rep = {"kind": kind} | ({"normal_tv_weight": 0.0} if kind in ("nerf", "voxel") else {})  # tuned for SDS, not MSE
+    no_tv = {"normal_tv_weight": 0.0} if hasattr(representations.get(kind).Config, "normal_tv_weight") else {}
+    rep = {"kind": kind} | no_tv  # the normal term is tuned against SDS; it shrinks an MSE fit
     cfg = build_config([{"prompt": "fit", "steps": steps, "seed": seed, "representation": rep}])
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)

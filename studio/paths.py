@@ -13,6 +13,12 @@ EMBEDDED_MODEL = ASSETS / "models" / "primitives-v3"
 """The embedded diffusion model (diffusers folder) used when no --model is given."""
 
 
+def shown(path: Path) -> str:
+    """`path` as a user reads it: relative to the working directory when it lies below it, else absolute."""
+    path = Path(path).resolve()
+    return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
+
+
 def preset_names() -> list[str]:
     """Names of the shipped presets (file stems in assets/presets)."""
     return sorted(p.stem for p in PRESETS.glob("*.toml"))

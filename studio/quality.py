@@ -44,17 +44,8 @@ def scene_occupancy(scene, resolution: int = 64) -> torch.Tensor | None:
 
 def best_yaw_iou(pred: torch.Tensor, obj, resolution: int, bound: float, yaw_steps: int = 24) -> tuple[float, float]:
     """(best IoU, its yaw in degrees) of `pred` against `obj` rotated about the vertical axis."""
-    pts = grid_points(resolution, bound)
-    best = (0.0, 0.0)
-    for i in range(yaw_steps):
-        a = 2 * math.pi * i / yaw_steps
-        gt = obj.occupancy(rotate_y(pts, a))
-        inter = (gt & pred).sum().item()
-        union = (gt | pred).sum().item()
-        iou = inter / union if union else 0.0
-        if iou > best[0]:
-            best = (iou, math.degrees(a))
-    return best
+    iou, yaw, _ = size_free_iou(pred, obj, resolution, bound, yaw_steps, scales=(1.0,))
+    return iou, yaw
 
 
 def size_free_iou(pred: torch.Tensor, obj, resolution: int, bound: float, yaw_steps: int = 24,
@@ -72,7 +63,7 @@ def size_free_iou(pred: torch.Tensor, obj, resolution: int, bound: float, yaw_st
             union = (gt | pred).sum().item()
             iou = (gt & pred).sum().item() / union if union else 0.0
             if iou > best[0]:
-                best = (iou, 360.0 * i / yaw_steps, s)
+                best = (iou, math.degrees(2 * math.pi * i / yaw_steps), s)
     return best
 
 

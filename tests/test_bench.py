@@ -1,6 +1,7 @@
 """The quality benchmark's measures (checked on ground-truth objects) and `studio bench` end to end."""
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -197,3 +198,13 @@ def test_regression_slice_nerf_sds_red_cube_with_the_embedded_model(tmp_path):
     assert row["iou"] > 0.4
     assert row["silhouette_iou"] > 0.6
     assert row["delta_e"] < 20.0  # red, not some other colour
+
+
+def test_shown_paths_are_relative_below_the_working_directory(tmp_path, monkeypatch):
+    from studio.paths import shown
+
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    assert shown(tmp_path / "a" / "b") == str(Path("a") / "b")
+    assert shown("a/b") == str(Path("a") / "b")
+    assert shown(tmp_path.parent) == str(tmp_path.parent.resolve())

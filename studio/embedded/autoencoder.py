@@ -127,10 +127,10 @@ def deepen(vae: AutoencoderKL, cfg: AEConfig) -> AutoencoderKL:
     for layer in new_layers:
         torch.nn.init.zeros_(layer.conv2.weight)
         torch.nn.init.zeros_(layer.conv2.bias)
-    covered = {f"{name}.{k}" for layer in new_layers for name, m in deep.named_modules() if m is layer
-               for k in layer.state_dict()}
-    if set(missing) - covered:
-        raise ValueError(f"deepen: weights left uninitialised {sorted(set(missing) - covered)[:3]}")
+    new_prefixes = tuple([f"encoder.down_blocks.{i}.resnets.{n_old}." for i in range(len(deep.encoder.down_blocks))]
+                         + [f"decoder.up_blocks.{i}.resnets.{n_old + 1}." for i in range(len(deep.decoder.up_blocks))])
+    if any(not k.startswith(new_prefixes) for k in missing):
+        raise ValueError(f"deepen: weights left uninitialised {[k for k in missing if not k.startswith(new_prefixes)][:3]}")
     deep.register_to_config(scaling_factor=vae.config.scaling_factor)
     return deep
 
@@ -173,8 +173,9 @@ def main() -> None:
     train, val = load_split(Path(args.data) / "train.pt"), load_split(Path(args.data) / "val.pt")
     if args.deepen and not args.init:
         raise SystemExit("error: --deepen needs --init FOLDER (the model to deepen)")
-    vae = build_vae(cfg) if not args.init else None
-    if args.init:  # warm start: same architecture, weights of an earlier run
+    if not args.init:
+        vae = build_vae(cfg)
+    else:  # warm start from an earlier run's weights (deepened, or the same architecture)
         vae = AutoencoderKL.from_pretrained(args.init)
         if args.deepen:
             vae = deepen(vae, cfg)
