@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 import representations
+from representations.base import DISTILLATION_TUNED
 from studio.config import build_config
 from studio.quality import best_yaw_iou, scene_occupancy
 from studio.run import sample_shading
@@ -29,8 +30,8 @@ from studio.world.render import render_object
 def fit(kind: str, shape: str, color: str, steps: int, seed: int) -> tuple[torch.nn.Module, float]:
     """(scene fitted to renders of the true object, seconds)."""
     world = World.load()
-    no_tv = {"normal_tv_weight": 0.0} if hasattr(representations.get(kind).Config, "normal_tv_weight") else {}
-    rep = {"kind": kind} | no_tv  # the normal term is tuned against SDS; it shrinks an MSE fit
+    tuned = DISTILLATION_TUNED  # tuned against SDS, they distort an MSE fit
+    rep = {"kind": kind} | {k: 0.0 for k in tuned if hasattr(representations.get(kind).Config, k)}
     cfg = build_config([{"prompt": "fit", "steps": steps, "seed": seed, "representation": rep}])
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)

@@ -1,7 +1,7 @@
 """The contract every scene representation fulfils (NeRF, voxel grid, Gaussians, FlexiCubes)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import Tensor, nn
@@ -93,6 +93,10 @@ class MarchedVolumeConfig(SoftOpacityConfig):
     weights comparable with the distillation's per-pixel gradients are ~10-100). Guidance in a 4x-downsampled
     latent space hardly sees single-pixel detail, so without it a distilled density is noisy at the pixel
     scale: a porous sponge that renders as a speckled, randomly lit surface."""
+    albedo_tv_weight: float = 0.0
+    """Weight of the total variation of the rendered albedo inside the silhouette (regularizers.albedo_tv; a
+    mean over pixels like normal_tv). Without it the distillation can paint shading into the albedo (a dark
+    disc where a torus's hole should be) instead of making the geometry that casts it."""
     samples_per_ray: int = 128
     """Marching step = box diagonal / samples_per_ray (128: ~0.027 world units for bound 1)."""
     occ_resolution: int = 64
@@ -101,6 +105,17 @@ class MarchedVolumeConfig(SoftOpacityConfig):
     """Steps between occupancy updates (before_step)."""
     occ_threshold: float = 0.5
     """Density above which a cell is occupied (capped by the grid's mean density, for near-empty starts)."""
+
+
+DISTILLATION_TUNED = ("normal_tv_weight", "albedo_tv_weight")
+"""Image-space regulariser weights tuned against a distillation's small per-pixel gradients (64 px, the embedded
+model): against a pixel-MSE image fit they dominate and distort the fit (a sphere shrinks), so image fitting
+turns them off with `for_image_fitting`."""
+
+
+def for_image_fitting(cfg: RepresentationConfig) -> RepresentationConfig:
+    """A copy of `cfg` with the DISTILLATION_TUNED weights it has set to 0 (for fitting images with a pixel loss)."""
+    return replace(cfg, **{k: 0.0 for k in DISTILLATION_TUNED if hasattr(cfg, k)})
 
 
 class Representation(nn.Module):

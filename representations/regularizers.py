@@ -37,16 +37,30 @@ def normal_tv(alpha: Tensor, normal: Tensor) -> Tensor:
     return 0.5 * (dx.mean() + dy.mean())
 
 
+def albedo_tv(alpha: Tensor, albedo: Tensor) -> Tensor:
+    """alpha [B, H, W], per-pixel surface albedo [B, H, W, 3] (not composited) -> mean over neighbouring pixel
+    pairs (p, q) of alpha(p) * alpha(q) * |c(p) - c(q)|_1 (alpha detached): the total variation of the albedo
+    map inside the silhouette. It keeps the distillation from painting shading (dark patches, a dark "hole")
+    into the albedo instead of shaping the geometry; the silhouette itself is not penalised."""
+    a = alpha.detach()
+    dx = (albedo[:, :, 1:] - albedo[:, :, :-1]).abs().sum(-1) * a[:, :, 1:] * a[:, :, :-1]
+    dy = (albedo[:, 1:] - albedo[:, :-1]).abs().sum(-1) * a[:, 1:] * a[:, :-1]
+    return 0.5 * (dx.mean() + dy.mean())
+
+
 def volume_terms(cfg: MarchedVolumeConfig, alpha: Tensor, normal: Tensor | None, dirs: Tensor,
-                 image: tuple[int, int, int]) -> dict[str, Tensor]:
+                 image: tuple[int, int, int], albedo: Tensor | None = None) -> dict[str, Tensor]:
     """The weighted regularisers of a ray-marched volume, those with a weight > 0, in this order: 'orient' and
-    'normal_tv' (both skipped when normal is None), 'sparsity', 'entropy'. alpha [R], normal [R, 3],
-    dirs [R, 3], with the R = B * H * W rays in image order; image = (B, H, W)."""
+    'normal_tv' (both skipped when normal is None), 'albedo_tv' (skipped when albedo is None), 'sparsity',
+    'entropy'. alpha [R], normal [R, 3], dirs [R, 3], albedo [R, 3] (surface albedo, not composited), with the
+    R = B * H * W rays in image order; image = (B, H, W)."""
     terms: dict[str, Tensor] = {}
     if normal is not None and cfg.orient_weight > 0:
         terms["orient"] = cfg.orient_weight * orientation(alpha, normal, dirs)
     if normal is not None and cfg.normal_tv_weight > 0:
         terms["normal_tv"] = cfg.normal_tv_weight * normal_tv(alpha.view(image), normal.view(*image, 3))
+    if albedo is not None and cfg.albedo_tv_weight > 0:
+        terms["albedo_tv"] = cfg.albedo_tv_weight * albedo_tv(alpha.view(image), albedo.view(*image, 3))
     if cfg.sparsity_weight > 0:
         terms["sparsity"] = cfg.sparsity_weight * opacity_sparsity(alpha)
     if cfg.entropy_weight > 0:

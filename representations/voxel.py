@@ -287,7 +287,7 @@ class VoxelGrid(Representation):
         terms: dict[str, Tensor] = {}
         if c.tv_weight > 0:
             terms["tv"] = c.tv_weight * self.total_variation()
-        terms.update(volume_terms(c, alpha, normal, d, (B, H, W)))
+        terms.update(volume_terms(c, alpha, normal, d, (B, H, W), base))
 
         def img(x: Tensor) -> Tensor:  # [R, C] -> [B, C, H, W]
             return x.view(B, H, W, -1).permute(0, 3, 1, 2).contiguous()

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from representations.cameras import Cameras, orbit_cameras, ring_cameras
+from representations.base import for_image_fitting
 from representations.hashgrid import (
     HashGrid, HashGridConfig, hash_encode_reference, hash_mlp, hash_mlp_reference, plan_levels,
 )
@@ -243,7 +244,7 @@ def fit(model: NeRF, steps: int, gen: torch.Generator, alpha_weight: float = 1.0
 
 def test_fitting_a_target_image_reduces_the_loss():
     torch.manual_seed(7)
-    model = NeRF(NeRFConfig(normal_tv_weight=0.0), total_steps=60)  # image fitting: see NeRFConfig.normal_tv_weight
+    model = NeRF(for_image_fitting(NeRFConfig()), total_steps=60)  # see base.DISTILLATION_TUNED
     cams = ring_cameras(1, 32, elevation_deg=20.0)
     shading = Shading(front_light(cams.position))
     target, _ = sphere_image(cams, shading)
@@ -260,7 +261,7 @@ def test_fitting_a_target_image_reduces_the_loss():
 @pytest.fixture(scope="module")
 def fitted() -> NeRF:
     torch.manual_seed(8)
-    model = NeRF(NeRFConfig(normal_tv_weight=0.0), total_steps=80)  # image fitting: see NeRFConfig.normal_tv_weight
+    model = NeRF(for_image_fitting(NeRFConfig()), total_steps=80)  # see base.DISTILLATION_TUNED
     fit(model, 80, torch.Generator().manual_seed(8))
     return model.eval()
 

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from representations.cameras import ring_cameras
 from representations.nerf import NeRF, NeRFConfig
-from representations.regularizers import normal_tv
+from representations.regularizers import albedo_tv, normal_tv
 from representations.shading import Shading, front_light
 from representations.voxel import VoxelGrid, VoxelConfig
 
@@ -65,3 +65,37 @@ def test_volumes_add_the_normal_tv_term_and_it_reaches_the_field(kind):
     assert float(rep.render(cams, shading).terms["normal_tv"].detach()) > 2 * float(smooth.detach())
     off = NeRF(NeRFConfig(normal_tv_weight=0.0), 10) if kind == "nerf" else VoxelGrid(VoxelConfig(normal_tv_weight=0.0), 10)
     assert "normal_tv" not in off.render(cams, shading).terms
+
+
+def test_albedo_tv_is_zero_on_a_uniform_colour_ignores_the_silhouette_and_moves_only_albedo():
+    alpha = torch.zeros(1, 8, 8)
+    alpha[:, 2:6, 2:6] = 1.0  # a covered square on an empty background
+    red = _flat(8, 8, (0.9, 0.1, 0.1))
+    assert float(albedo_tv(alpha, red)) == 0.0  # uniform inside: the square's edge costs nothing
+    painted = red.clone()
+    painted[:, 3:5, 3:5] = torch.tensor([0.2, 0.0, 0.0])  # a dark patch painted in the middle
+    # 4 horizontal + 4 vertical covered pairs cross the patch's border, each |dc|_1 = 0.7 + 0.1 + 0.1; means over
+    # the 8 x 7 pairs per direction
+    assert float(albedo_tv(alpha, painted)) == pytest.approx(0.5 * (4 * 0.9 / 56 + 4 * 0.9 / 56))
+    alpha.requires_grad_(True)
+    albedo = painted.clone().requires_grad_(True)
+    albedo_tv(alpha, albedo).backward()
+    assert alpha.grad is None and float(albedo.grad.abs().sum()) > 0.0
+
+
+@pytest.mark.parametrize("kind", ["nerf", "voxel"])
+def test_volumes_add_the_albedo_tv_term_and_it_reaches_the_field(kind):
+    torch.manual_seed(0)
+    cams = ring_cameras(2, 24, elevation_deg=20.0)
+    shading = Shading(front_light(cams.position), "lambertian")
+
+    def make(weight: float):
+        cfg = dict(albedo_tv_weight=weight, density_bias=0.0)
+        return NeRF(NeRFConfig(**cfg), 10) if kind == "nerf" else VoxelGrid(VoxelConfig(**cfg), 10)
+
+    assert "albedo_tv" not in make(0.0).render(cams, shading).terms
+    rep = make(10.0)
+    term = rep.render(cams, shading).terms["albedo_tv"]
+    assert term.requires_grad
+    term.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in rep.parameters())

@@ -102,7 +102,7 @@ def test_sample_timesteps_and_weight_helpers():
 
 
 def test_config_validation_and_registry():
-    assert SDSConfig().guidance_scale == 7.5 and SDSConfig().kind == "sds"
+    assert SDSConfig().guidance_scale == 3.0 and SDSConfig().kind == "sds"
     with pytest.raises(ValueError, match="unknown weighting"):
         SDSConfig(weighting="nope")
     with pytest.raises(ValueError, match="t_min"):
