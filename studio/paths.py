@@ -9,7 +9,7 @@ ASSETS = ROOT / "assets"
 """Shipped data: presets, the embedded model."""
 PRESETS = ASSETS / "presets"
 """Preset TOML override files, one per name."""
-EMBEDDED_MODEL = ASSETS / "models" / "primitives-v3"
+EMBEDDED_MODEL = ASSETS / "models" / "primitives-v4"
 """The embedded diffusion model (diffusers folder) used when no --model is given."""
 
 

@@ -1,7 +1,7 @@
 """Export the trained embedded model as a diffusers StableDiffusionPipeline folder.
 
     python -m studio.embedded.export --vae runs/embedded/vae/final --diffusion runs/embedded/diffusion \
-        --out assets/models/primitives-v3
+        --out assets/models/primitives-v4
 
 Writes model_index.json, unet/, vae/, text_encoder/, tokenizer/ (distillation.tokenizer.write_clip_tokenizer
 with World.vocabulary()), scheduler/ (DDIM with SD's schedule), all weights as fp32 safetensors, then checks
@@ -65,7 +65,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--vae", default="runs/embedded/vae/final")
     ap.add_argument("--diffusion", default="runs/embedded/diffusion")
-    ap.add_argument("--out", default="assets/models/primitives-v3")
+    ap.add_argument("--out", default="assets/models/primitives-v4")
     args = ap.parse_args()
     out = Path(args.out)
     tok_dir = Path(args.diffusion) / "tokenizer"
