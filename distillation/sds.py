@@ -21,8 +21,9 @@ class SDSConfig(DistillationConfig):
     """CFG scale s in ε_u + s·(ε_c − ε_u). Tuned for the embedded model with the NeRF (2026-11-30, 600 steps, 3D IoU
     with the true shape). Seed 0, cube/sphere/cone: 0.75/0.56/0.55 at 20, 0.88/0.58/0.59 at 7.5, 0.78/0.60/0.65 at 5,
     0.93/0.65/0.80 at 3, -/0.69/0.79 at 2; over 12 runs (4 captions x 3 seeds) the mean went 0.63 at 7.5 -> 0.71 at 3
-    (benchmarks/bench_embedded_3d.py). Stronger guidance inflates objects: 2D samples of "a blue sphere" come out
-    1.04x / 1.15x / 1.18x the true linear size at CFG 3 / 7.5 / 20, and the distilled spheres 1.15x at 3, 1.2x at 7.5.
+    (benchmarks/bench_embedded_3d.py; primitives-v3, whose UNet is v2's). Stronger guidance inflates objects: 2D
+    samples of "a blue sphere" come out 1.04x / 1.15x / 1.18x the true linear size at CFG 3 / 7.5 / 20, and the
+    distilled spheres 1.15x at 3, 1.2x at 7.5.
     Real Stable Diffusion needs much stronger guidance for SDS (DreamFusion used 100; threestudio's 100 equals 101
     here, its convention being ε_c + s·(ε_c − ε_u)): pass --set distillation.guidance_scale=100 with --model."""
     t_min: float = 0.3
@@ -30,7 +31,8 @@ class SDSConfig(DistillationConfig):
     the embedded model: measured on perfect spheres (benchmarks/bench_sds_size.py), the SDS gradient of every t
     below ~0.4 pushes an object to grow at any size up to 1.1x, while high t pulls it back to ~1.05-1.1x; with
     t in [0.02, 0.98] annealed to 0.5 the distilled spheres came out 1.15x (IoU 0.63-0.74). With [0.3, 0.98]
-    over 12 runs (guidance 3, 2026-11-30): spheres 1.05-1.1x (0.74-0.82), mean IoU 0.72 -> 0.74, 9 of 12 >= 0.7.
+    over 12 runs (guidance 3, primitives-v3, 2026-11-30): spheres 1.05-1.1x (0.74-0.82), mean IoU 0.72 -> 0.74,
+    9 of 12 >= 0.7; primitives-v4 with these defaults: mean 0.80, 11 of 12 (docs/embedded-model.md).
     With a real model, DreamFusion's 0.02 and an annealed t_max are the usual choice."""
     t_max: Ramp = field(default_factory=lambda: Ramp.const(0.98))
     """Highest sampled timestep (fraction); a Ramp anneals it (e.g. {start = 0.98, end = 0.5}: high noise first for

@@ -164,6 +164,12 @@ def test_bench_quality_end_to_end_writes_tables_and_resumes(tmp_path, capsys, mo
     capsys.readouterr()
     assert main(args) == 0  # resumes: the finished job is not run again
     assert len((tmp_path / "q" / "results.jsonl").read_text().splitlines()) == 1
+    changed = args[:-1] + ["representation.density_bias=0.5"]
+    assert main(changed) == 0  # another setup: the old row is stale, the job runs again
+    rows = [json.loads(line) for line in (tmp_path / "q" / "results.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and rows[0]["setup"] != rows[1]["setup"]
+    summary = json.loads((tmp_path / "q" / "quality-quick.json").read_text())
+    assert rows[1]["run_dir"] in json.dumps(summary) and rows[0]["run_dir"] not in json.dumps(summary)
 
 
 def test_bench_quality_parallel_workers_run_every_job_once(tmp_path, capsys):

@@ -3,7 +3,9 @@ against the true 3D object.
 
 Each job is one ordinary studio run (`studio.run.run`, the preset's settings, a fixed seed) followed by
 `evaluate_run`. Results are appended to OUT/results.jsonl as each job ends, so an interrupted benchmark resumes
-where it stopped; the summary (CSV, JSON, markdown, a plot) is rewritten after every job.
+where it stopped; the summary (CSV, JSON, markdown, a plot) is rewritten after every job. Each row records the
+`setup_fingerprint` it was measured under (code commit, model files, preset, steps, overrides): a rerun after any
+of these changed measures every job again instead of reporting the old rows.
 """
 from __future__ import annotations
 
@@ -162,9 +164,32 @@ def read_results(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def setup_fingerprint(preset: str | None, steps: int | None, model: str, overrides: list[str]) -> str:
+    """A short hash of what a job's result depends on besides the job itself: the git commit of the code (and
+    whether the tree has changes), the model (for a local folder its files' names, sizes and modification
+    times; the default embedded model if empty), the preset, steps and overrides."""
+    import hashlib
+    import subprocess
+
+    from studio.paths import EMBEDDED_MODEL
+
+    root = Path(__file__).resolve().parents[2]
+    try:
+        git = [subprocess.run(["git", *a], cwd=root, capture_output=True, text=True, timeout=10).stdout
+               for a in (["rev-parse", "HEAD"], ["status", "--porcelain", "--untracked-files=no"])]
+    except (OSError, subprocess.SubprocessError):
+        git = ["", ""]
+    folder = Path(model) if model else EMBEDDED_MODEL
+    files = sorted((str(f.relative_to(folder)), f.stat().st_size, f.stat().st_mtime_ns)
+                   for f in folder.rglob("*") if f.is_file()) if folder.is_dir() else []
+    blob = json.dumps([git, model or str(EMBEDDED_MODEL), files, preset, steps, list(overrides)])
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
 def run_quality(jobs: list[QualityJob], out: Path, preset: str | None, steps: int | None, model: str,
                 overrides: list[str], on_row=print, workers: int = 1) -> list[dict]:
-    """Run the jobs not yet in OUT/results.jsonl, appending each row as it ends; returns all rows.
+    """Run the jobs not yet in OUT/results.jsonl under the same setup (setup_fingerprint), appending each row as
+    it ends; returns the rows of this setup.
 
     workers > 1 runs that many jobs at once, each in its own process with one torch thread (on a 2-core CPU two
     single-threaded runs finish more work per minute than one run on two OpenMP threads); rows are then
@@ -172,11 +197,13 @@ def run_quality(jobs: list[QualityJob], out: Path, preset: str | None, steps: in
     """
     out.mkdir(parents=True, exist_ok=True)
     results = out / "results.jsonl"
-    rows = read_results(results)
+    setup = setup_fingerprint(preset, steps, model, overrides)
+    rows = [r for r in read_results(results) if r.get("setup") == setup]  # rows of another setup are stale
     done = {r["key"] for r in rows if r.get("status") == "finished"}
     todo = [(i, job) for i, job in enumerate(jobs) if job.key not in done]
 
     def record(i: int, row: dict) -> None:
+        row["setup"] = setup
         rows.append(row)  # a rerun's row supersedes the old one in _latest below
         with results.open("a") as f:
             f.write(json.dumps(row) + "\n")
