@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 import representations
-from representations.base import DISTILLATION_TUNED
+from representations.base import for_image_fitting
 from studio.config import build_config
 from studio.quality import best_yaw_iou, scene_occupancy
 from studio.run import sample_shading
@@ -30,9 +30,8 @@ from studio.world.render import render_object
 def fit(kind: str, shape: str, color: str, steps: int, seed: int) -> tuple[torch.nn.Module, float]:
     """(scene fitted to renders of the true object, seconds)."""
     world = World.load()
-    tuned = DISTILLATION_TUNED  # tuned against SDS, they distort an MSE fit
-    rep = {"kind": kind} | {k: 0.0 for k in tuned if hasattr(representations.get(kind).Config, k)}
-    cfg = build_config([{"prompt": "fit", "steps": steps, "seed": seed, "representation": rep}])
+    cfg = build_config([{"prompt": "fit", "steps": steps, "seed": seed, "representation": {"kind": kind}}])
+    cfg.representation = for_image_fitting(cfg.representation)  # the terms tuned against SDS distort an MSE fit
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     scene = representations.get(kind)(cfg.representation, steps)

@@ -112,8 +112,9 @@ def main() -> None:
                 rows.append({"scale": s, "guidance": w, "t": [lo, hi], "dL_ds": round(mean, 2), "sem": round(sem, 2)})
                 print(f"| {s} | {w} | {lo}-{hi} | {mean:+.1f} ± {sem:.1f} |", flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"model": shown(Path(model)) if Path(model).exists() else model, "date": time.strftime("%Y-%m-%d"),
-                                          "caption": caption, "views": args.views, "repeats": args.repeats,
+    shown_model = shown(Path(model)) if Path(model).exists() else model  # a hub id stays as given
+    Path(args.out).write_text(json.dumps({"model": shown_model, "date": time.strftime("%Y-%m-%d"), "caption": caption,
+                                          "views": args.views, "repeats": args.repeats,
                                           "seconds": round(time.time() - t0, 1), "rows": rows}, indent=1))
 
 

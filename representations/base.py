@@ -89,13 +89,13 @@ class MarchedVolumeConfig(SoftOpacityConfig):
     entropy_weight: float = 1e-3
     """Weight of the opacity entropy term mean(H(alpha)) (pushes opacity to 0 or 1: no semi-transparent fog)."""
     normal_tv_weight: float = 0.0
-    """Weight of the total variation of the rendered normal map (regularizers.normal_tv; a mean over pixels, so
+    """Weight of the total variation of the rendered normal map (regularizers.masked_tv; a mean over pixels, so
     weights comparable with the distillation's per-pixel gradients are ~10-100). Guidance in a 4x-downsampled
     latent space hardly sees single-pixel detail, so without it a distilled density is noisy at the pixel
     scale: a porous sponge that renders as a speckled, randomly lit surface."""
     albedo_tv_weight: float = 0.0
-    """Weight of the total variation of the rendered albedo inside the silhouette (regularizers.albedo_tv; a
-    mean over pixels like normal_tv). Without it the distillation can paint shading into the albedo (a dark
+    """Weight of the total variation of the rendered albedo inside the silhouette (regularizers.masked_tv;
+    a mean over pixels like normal_tv). Without it the distillation can paint shading into the albedo (a dark
     disc where a torus's hole should be) instead of making the geometry that casts it."""
     samples_per_ray: int = 128
     """Marching step = box diagonal / samples_per_ray (128: ~0.027 world units for bound 1)."""

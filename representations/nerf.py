@@ -79,11 +79,11 @@ class NeRFConfig(MarchedVolumeConfig, HashFieldRates):
     so set it to 0 for image fitting; at other resolutions or with other models, re-tune it."""
     albedo_tv_weight: float = 100.0
     """Weight of the total variation of the rendered albedo inside the silhouette (see base.MarchedVolumeConfig).
-    With the embedded model (primitives-v3) and SDS at guidance 3 (600 steps, seeds 0-2; 2026-11-30) the distillation otherwise
-    paints shading into the albedo (dark blotches, a dark disc where the torus's hole should be) instead of making
-    the geometry: 3D IoU with the true shape, mean over 12 runs, 0.71 -> 0.72, the tori 0.48/0.50/0.57 ->
-    0.66/0.59/0.51, and the true shape scores highest in 12 of 12 (was 11); at guidance 7.5 it did not help (torus
-    seed 0: 0.47 at 20, 0.50 at 100).
+    With the embedded model (primitives-v3) and SDS at guidance 3 (600 steps, seeds 0-2; 2026-11-30) the
+    distillation otherwise paints shading into the albedo (dark blotches, a dark disc where the torus's hole should
+    be) instead of making the geometry: 3D IoU with the true shape, mean over 12 runs, 0.71 -> 0.72, the tori
+    0.48/0.50/0.57 -> 0.66/0.59/0.51, and the true shape scores highest in 12 of 12 (was 11); at guidance 7.5 it
+    did not help (torus seed 0: 0.47 at 20, 0.50 at 100).
     It flattens textures: for textured prompts with a real model, lower it (e.g. 1-10) or set it to 0."""
     coherence_weight: float = 0.0
     """Weight of the density-coherence term mean|a(x) - a(x + r)| over marched samples x and random offsets r

@@ -27,24 +27,15 @@ def orientation(alpha: Tensor, normal: Tensor, dirs: Tensor) -> Tensor:
     return (alpha.detach() * facing.square()).mean()
 
 
-def normal_tv(alpha: Tensor, normal: Tensor) -> Tensor:
-    """alpha [B, H, W], unit normals [B, H, W, 3] (0 where uncovered) -> mean over horizontally and vertically
-    neighbouring pixel pairs (p, q) of alpha(p) * alpha(q) * |n(p) - n(q)|_1 (alpha detached): the total
-    variation of the rendered normal map. L1, so creases between flat faces stay sharp."""
+def masked_tv(alpha: Tensor, values: Tensor) -> Tensor:
+    """alpha [B, H, W], a per-pixel map values [B, H, W, C] (0 or anything where uncovered) -> mean over
+    horizontally and vertically neighbouring pixel pairs (p, q) of alpha(p) * alpha(q) * |v(p) - v(q)|_1 (alpha
+    detached): the total variation of the map inside the silhouette; the silhouette itself costs nothing. L1, so
+    edges between flat regions stay sharp. Used on the rendered normals (speckle: a porous density) and on the
+    surface albedo (shading painted into the colour instead of made by the geometry)."""
     a = alpha.detach()
-    dx = (normal[:, :, 1:] - normal[:, :, :-1]).abs().sum(-1) * a[:, :, 1:] * a[:, :, :-1]
-    dy = (normal[:, 1:] - normal[:, :-1]).abs().sum(-1) * a[:, 1:] * a[:, :-1]
-    return 0.5 * (dx.mean() + dy.mean())
-
-
-def albedo_tv(alpha: Tensor, albedo: Tensor) -> Tensor:
-    """alpha [B, H, W], per-pixel surface albedo [B, H, W, 3] (not composited) -> mean over neighbouring pixel
-    pairs (p, q) of alpha(p) * alpha(q) * |c(p) - c(q)|_1 (alpha detached): the total variation of the albedo
-    map inside the silhouette. It keeps the distillation from painting shading (dark patches, a dark "hole")
-    into the albedo instead of shaping the geometry; the silhouette itself is not penalised."""
-    a = alpha.detach()
-    dx = (albedo[:, :, 1:] - albedo[:, :, :-1]).abs().sum(-1) * a[:, :, 1:] * a[:, :, :-1]
-    dy = (albedo[:, 1:] - albedo[:, :-1]).abs().sum(-1) * a[:, 1:] * a[:, :-1]
+    dx = (values[:, :, 1:] - values[:, :, :-1]).abs().sum(-1) * a[:, :, 1:] * a[:, :, :-1]
+    dy = (values[:, 1:] - values[:, :-1]).abs().sum(-1) * a[:, 1:] * a[:, :-1]
     return 0.5 * (dx.mean() + dy.mean())
 
 
@@ -58,9 +49,9 @@ def volume_terms(cfg: MarchedVolumeConfig, alpha: Tensor, normal: Tensor | None,
     if normal is not None and cfg.orient_weight > 0:
         terms["orient"] = cfg.orient_weight * orientation(alpha, normal, dirs)
     if normal is not None and cfg.normal_tv_weight > 0:
-        terms["normal_tv"] = cfg.normal_tv_weight * normal_tv(alpha.view(image), normal.view(*image, 3))
+        terms["normal_tv"] = cfg.normal_tv_weight * masked_tv(alpha.view(image), normal.view(*image, 3))
     if albedo is not None and cfg.albedo_tv_weight > 0:
-        terms["albedo_tv"] = cfg.albedo_tv_weight * albedo_tv(alpha.view(image), albedo.view(*image, 3))
+        terms["albedo_tv"] = cfg.albedo_tv_weight * masked_tv(alpha.view(image), albedo.view(*image, 3))
     if cfg.sparsity_weight > 0:
         terms["sparsity"] = cfg.sparsity_weight * opacity_sparsity(alpha)
     if cfg.entropy_weight > 0:

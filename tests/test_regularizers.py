@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from representations.cameras import ring_cameras
 from representations.nerf import NeRF, NeRFConfig
-from representations.regularizers import albedo_tv, normal_tv
+from representations.regularizers import masked_tv
 from representations.shading import Shading, front_light
 from representations.voxel import VoxelGrid, VoxelConfig
 
@@ -16,29 +16,29 @@ def _flat(h: int, w: int, n: tuple[float, float, float]) -> torch.Tensor:
     return torch.tensor(n).expand(1, h, w, 3).clone()
 
 
-def test_normal_tv_is_zero_on_a_flat_face_and_counts_a_crease_once():
+def test_masked_tv_of_normals_is_zero_on_a_flat_face_and_counts_a_crease_once():
     alpha = torch.ones(1, 8, 8)
     flat = _flat(8, 8, (0.0, 0.0, 1.0))
-    assert float(normal_tv(alpha, flat)) == 0.0
+    assert float(masked_tv(alpha, flat)) == 0.0
     crease = flat.clone()
     crease[:, :, 4:] = torch.tensor([1.0, 0.0, 0.0])  # two flat faces meeting along one column boundary
     # 8 of the 8 x 7 horizontal pairs straddle the crease, each |(0,0,1) - (1,0,0)|_1 = 2; no vertical pair differs
-    assert float(normal_tv(alpha, crease)) == pytest.approx(0.5 * (8 * 2 / 56))
+    assert float(masked_tv(alpha, crease)) == pytest.approx(0.5 * (8 * 2 / 56))
     noisy = F.normalize(torch.randn(1, 8, 8, 3, generator=torch.Generator().manual_seed(0)), dim=-1)
-    assert float(normal_tv(alpha, noisy)) > 5 * float(normal_tv(alpha, crease))
+    assert float(masked_tv(alpha, noisy)) > 5 * float(masked_tv(alpha, crease))
 
 
-def test_normal_tv_ignores_uncovered_pixels_and_moves_only_normals():
+def test_masked_tv_of_normals_ignores_uncovered_pixels_and_moves_only_normals():
     noisy = F.normalize(torch.randn(1, 8, 8, 3, generator=torch.Generator().manual_seed(0)), dim=-1)
-    assert float(normal_tv(torch.zeros(1, 8, 8), noisy)) == 0.0
+    assert float(masked_tv(torch.zeros(1, 8, 8), noisy)) == 0.0
     alpha = torch.zeros(1, 8, 8)
     alpha[:, :, :4] = 1.0  # only the left half is covered
     left = noisy.clone()
     left[:, :, 4:] = 0.0
-    assert float(normal_tv(alpha, noisy)) == pytest.approx(float(normal_tv(alpha, left)))
+    assert float(masked_tv(alpha, noisy)) == pytest.approx(float(masked_tv(alpha, left)))
     alpha.requires_grad_(True)
     normals = noisy.clone().requires_grad_(True)
-    normal_tv(alpha, normals).backward()
+    masked_tv(alpha, normals).backward()
     assert alpha.grad is None and float(normals.grad.abs().sum()) > 0.0
 
 
@@ -67,19 +67,19 @@ def test_volumes_add_the_normal_tv_term_and_it_reaches_the_field(kind):
     assert "normal_tv" not in off.render(cams, shading).terms
 
 
-def test_albedo_tv_is_zero_on_a_uniform_colour_ignores_the_silhouette_and_moves_only_albedo():
+def test_masked_tv_of_albedo_is_zero_on_a_uniform_colour_ignores_the_silhouette_and_moves_only_albedo():
     alpha = torch.zeros(1, 8, 8)
     alpha[:, 2:6, 2:6] = 1.0  # a covered square on an empty background
     red = _flat(8, 8, (0.9, 0.1, 0.1))
-    assert float(albedo_tv(alpha, red)) == 0.0  # uniform inside: the square's edge costs nothing
+    assert float(masked_tv(alpha, red)) == 0.0  # uniform inside: the square's edge costs nothing
     painted = red.clone()
     painted[:, 3:5, 3:5] = torch.tensor([0.2, 0.0, 0.0])  # a dark patch painted in the middle
     # 4 horizontal + 4 vertical covered pairs cross the patch's border, each |dc|_1 = 0.7 + 0.1 + 0.1; means over
     # the 8 x 7 pairs per direction
-    assert float(albedo_tv(alpha, painted)) == pytest.approx(0.5 * (4 * 0.9 / 56 + 4 * 0.9 / 56))
+    assert float(masked_tv(alpha, painted)) == pytest.approx(0.5 * (4 * 0.9 / 56 + 4 * 0.9 / 56))
     alpha.requires_grad_(True)
     albedo = painted.clone().requires_grad_(True)
-    albedo_tv(alpha, albedo).backward()
+    masked_tv(alpha, albedo).backward()
     assert alpha.grad is None and float(albedo.grad.abs().sum()) > 0.0
 
 
