@@ -1,6 +1,6 @@
 """3D check of the embedded model: generate captions with SDS + NeRF, measure against ground truth.
 
-    python benchmarks/bench_embedded_3d.py [--steps 600] [--seeds 0 1 2] [--model FOLDER] [--prompts cube:red ...]
+    python benchmarks/bench_embedded_3d.py [--steps 800] [--seeds 0 1 2] [--model FOLDER] [--prompts cube:red ...]
         [--views docs/images/embedded-3d-views.png]
 
 For each (shape, colour, seed): a full studio run (mesh export skipped), then 3D IoU of the occupancy
@@ -74,7 +74,7 @@ def save_views(rows: list[torch.Tensor], path: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--steps", type=int, default=800)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--model", default="")
     ap.add_argument("--prompts", nargs="+", default=DEFAULT, help="shape:colour pairs")
