@@ -1,6 +1,6 @@
 """3D check of the embedded model: generate captions with SDS + NeRF, measure against ground truth.
 
-    python benchmarks/bench_embedded_3d.py [--steps 800] [--seeds 0 1 2] [--model FOLDER] [--prompts cube:red ...]
+    python benchmarks/bench_embedded_3d.py [--steps N] [--seeds 0 1 2] [--model FOLDER] [--prompts cube:red ...]
         [--views docs/images/embedded-3d-views.png]
 
 For each (shape, colour, seed): a full studio run (mesh export skipped), then 3D IoU of the occupancy
@@ -74,7 +74,7 @@ def save_views(rows: list[torch.Tensor], path: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=800)
+    ap.add_argument("--steps", type=int, default=None, help="default: the studio's (RunConfig.steps)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--model", default="")
     ap.add_argument("--prompts", nargs="+", default=DEFAULT, help="shape:colour pairs")
@@ -89,8 +89,8 @@ def main() -> None:
             shape, color = pair.split(":")
             for seed in args.seeds:
                 prompt = world.canonical_caption(shape, color)
-                cfg = build_config([{"prompt": prompt, "steps": args.steps, "seed": seed,
-                                     "guidance": {"model": args.model}}],
+                steps = {} if args.steps is None else {"steps": args.steps}
+                cfg = build_config([{"prompt": prompt, **steps, "seed": seed, "guidance": {"model": args.model}}],
                                    ["export.formats=[]", "export.turntable_frames=0", "log.preview_every=0",
                                     *args.overrides])
                 t0 = time.time()
@@ -104,7 +104,7 @@ def main() -> None:
                 print(json.dumps(r), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     model = args.model or shown(EMBEDDED_MODEL)
-    args.out.write_text(json.dumps({"model": model, "date": time.strftime("%Y-%m-%d"), "steps": args.steps,
+    args.out.write_text(json.dumps({"model": model, "date": time.strftime("%Y-%m-%d"), "steps": cfg.steps,
                                     "overrides": args.overrides, "rows": rows}, indent=1))
     if view_rows:
         save_views(view_rows, args.views)

@@ -32,7 +32,8 @@ class SDSConfig(DistillationConfig):
     below ~0.4 pushes an object to grow at any size up to 1.1x, while high t pulls it back to ~1.05-1.1x; with
     t in [0.02, 0.98] annealed to 0.5 the distilled spheres came out 1.15x (IoU 0.63-0.74). With [0.3, 0.98]
     over 12 runs (guidance 3, primitives-v3, 2026-11-30): spheres 1.05-1.1x (0.74-0.82), mean IoU 0.72 -> 0.74,
-    9 of 12 >= 0.7; primitives-v4 with these defaults: mean 0.80, 11 of 12 at 600 steps, 0.81 and 12 of 12 at 800 (docs/embedded-model.md).
+    9 of 12 >= 0.7; primitives-v4 with these defaults: mean 0.80, 11 of 12 at 600 steps, 0.81 and 12 of 12 at 800
+    (docs/embedded-model.md).
     With a real model, DreamFusion's 0.02 and an annealed t_max are the usual choice."""
     t_max: Ramp = field(default_factory=lambda: Ramp.const(0.98))
     """Highest sampled timestep (fraction); a Ramp anneals it (e.g. {start = 0.98, end = 0.5}: high noise first for
