@@ -1,4 +1,8 @@
-"""Events yielded by `studio.run.run(cfg)`. Plain dataclasses; torch-free."""
+"""Events yielded by `studio.run.run(cfg)`. Plain dataclasses; torch-free.
+
+Order: Started, then a Progress per step (a Preview every `log.preview_every` steps and after the last one), then
+an Exporting as each export stage starts, then Finished (which also ends the export: there is no final Exporting).
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -50,6 +54,24 @@ class Preview:
 
 
 @dataclass
+class Exporting:
+    """An export stage starts (after the last step: mesh, texture, files, turntable). Finished ends the export."""
+
+    stage: str
+    """What it does, for a reader: extract mesh, simplify, unwrap UVs, bake texture, fidelity check, write glb,
+    write obj, write ply, write splat.ply, turntable."""
+    index: int
+    """1-based position of this stage among the `count` planned (a scene without a surface skips the mesh stages,
+    so the index may jump)."""
+    count: int
+    """Stages planned for this export, from its config: no unwrap UVs / bake texture with export.texture_size 0,
+    no fidelity check with export.fidelity_views 0, a write per format, write splat.ply for Gaussian scenes,
+    turntable when export.turntable_frames > 0."""
+    seconds: float
+    """Seconds spent in the export so far (about 0 at its first stage)."""
+
+
+@dataclass
 class Finished:
     """The run completed and its assets are written."""
 
@@ -61,4 +83,4 @@ class Finished:
     """The contents of metrics.json."""
 
 
-Event = Started | Progress | Preview | Finished
+Event = Started | Progress | Preview | Exporting | Finished

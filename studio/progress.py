@@ -1,4 +1,4 @@
-"""Driving `run()` from a terminal: a progress bar on a TTY, plain log lines otherwise."""
+"""Driving `run()` from a terminal: a progress bar on a TTY, plain log lines otherwise; a line per export stage."""
 from __future__ import annotations
 
 import signal
@@ -6,7 +6,7 @@ import sys
 import threading
 from pathlib import Path
 
-from .events import Finished, Preview, Progress, Started
+from .events import Exporting, Finished, Preview, Progress, Started
 
 
 def format_eta(seconds: float) -> str:
@@ -21,6 +21,11 @@ def bar_line(p: Progress, width: int = 30) -> str:
     filled = int(width * p.step / p.total_steps)
     return (f"[{'#' * filled}{'.' * (width - filled)}] {p.step}/{p.total_steps} "
             f"{p.steps_per_second:5.2f} it/s ETA {format_eta(p.eta_seconds)} loss {p.loss:.4f}")
+
+
+def export_line(ev: Exporting) -> str:
+    """One export stage as a line: `export 3/7: unwrap UVs (12.3 s so far)`."""
+    return f"export {ev.index}/{ev.count}: {ev.stage} ({ev.seconds:.1f} s so far)"
 
 
 def run_with_progress(cfg, out: str | Path, stream=None) -> Finished:
@@ -40,8 +45,9 @@ def resume_with_progress(run_dir: str | Path, steps: int | None = None, stream=N
 def report(events, stream=None) -> Finished:
     """Drive a run's event generator to the end, reporting to `stream` (stderr); closes it on the way out.
 
-    The first Ctrl-C stops the run at the next step boundary by closing the generator (so it is 'cancelled' with
-    a checkpoint that `studio resume` continues), then raises KeyboardInterrupt; a second Ctrl-C stops at once."""
+    The first Ctrl-C stops the run at the next step boundary or export stage by closing the generator (so it is
+    'cancelled' with a checkpoint that `studio resume` continues), then raises KeyboardInterrupt; a second Ctrl-C
+    stops at once."""
     stream = stream or sys.stderr
     tty = stream.isatty()
     every = 1
@@ -87,11 +93,11 @@ class StopOnInterrupt:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
-        print("\nstopping after this step (Ctrl-C again to stop at once)", file=self.stream, flush=True)
+        print("\nstopping after this step or export stage (Ctrl-C again to stop at once)", file=self.stream, flush=True)
 
 
 def _print_event(ev, stream, tty: bool, every: int) -> None:
-    """One event as terminal output (a progress bar line on a TTY, plain lines otherwise)."""
+    """One event as terminal output (a progress bar line on a TTY, plain lines otherwise; a line per export stage)."""
     if isinstance(ev, Started):
         print(ev.model_note, file=stream)
         print(f"run directory: {ev.run_dir}", file=stream)
@@ -102,5 +108,7 @@ def _print_event(ev, stream, tty: bool, every: int) -> None:
         elif ev.step % every == 0 or ev.step == ev.total_steps:
             print(f"step {ev.step}/{ev.total_steps} loss {ev.loss:.4f} "
                   f"{ev.steps_per_second:.2f} it/s eta {format_eta(ev.eta_seconds)}", file=stream, flush=True)
+    elif isinstance(ev, Exporting):  # on a TTY too: the bar ended its line at the last step
+        print(export_line(ev), file=stream, flush=True)
     elif isinstance(ev, Preview) and ev.path is not None and not tty:
         print(f"preview: {ev.path}", file=stream)

@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Generator
 from pathlib import Path
 
 from .errors import UserError
+from .events import Exporting
+from .export.stages import Stages, mesh_plan, numbered, write_stage
 
 
 def load_scene(run_dir: Path):
@@ -25,15 +28,32 @@ def load_scene(run_dir: Path):
 
 
 def export_run(run_dir: Path, fmt: str, out: Path | None = None, resolution: int | None = None,
-               faces: int | None = None, texture_size: int | None = None) -> Path:
+               faces: int | None = None, texture_size: int | None = None,
+               on_stage: Callable[[Exporting], None] | None = None) -> Path:
     """Write the run's asset as `fmt` to `out` (default RUN_DIR/asset.<fmt>, or splat.ply). Returns the written path.
 
     `faces` / `texture_size` override the run's [export] settings; all input is checked before anything is written.
-    """
+    `on_stage` is called with an Exporting event as each stage starts (`studio export` prints them)."""
+    stages = export_run_stages(run_dir, fmt, out, resolution, faces, texture_size)
+    try:
+        while True:
+            ev = next(stages)
+            if on_stage is not None:
+                on_stage(ev)
+    except StopIteration as done:
+        return done.value
+    finally:
+        stages.close()
+
+
+def export_run_stages(run_dir: Path, fmt: str, out: Path | None = None, resolution: int | None = None,
+                      faces: int | None = None,
+                      texture_size: int | None = None) -> Generator[Exporting, None, Path]:
+    """`export_run` as a generator: yields an Exporting event as each stage starts, returns the written path.
+    Writing the file is the last stage, so a generator closed at any of its events has written nothing."""
     import dataclasses
 
     from .export import ALL_FORMATS, SCENE_FORMATS
-    from .export.pipeline import prepare, write_formats
 
     if fmt not in ALL_FORMATS:
         raise UserError(f"unknown format {fmt!r}; valid: {', '.join(ALL_FORMATS)}")
@@ -47,13 +67,28 @@ def export_run(run_dir: Path, fmt: str, out: Path | None = None, resolution: int
     if out is not None and Path(out).suffix.lower() != (".ply" if fmt == "splat" else f".{fmt}"):
         raise UserError(f"--out {out}: the file name must end in .{'ply' if fmt == 'splat' else fmt} for --format {fmt}")
     if fmt in SCENE_FORMATS:
-        path = write_formats(None, scene, [fmt], Path(run_dir), out)[fmt]
-        record_reexport(Path(run_dir), {"format": fmt, "path": str(path)})
-        return path
-    prepared = prepare(scene, export_cfg)
+        return (yield from numbered(_write_scene_format(run_dir, scene, fmt, out), [write_stage(fmt)]))
+    plan = [*mesh_plan(export_cfg), write_stage(fmt)]
+    return (yield from numbered(_write_mesh_format(run_dir, scene, export_cfg, fmt, out), plan))
+
+
+def _write_scene_format(run_dir: Path, scene, fmt: str, out: Path | None) -> Stages[Path]:
+    """Stages of writing a scene format (splat) and recording it."""
+    from .export.pipeline import write_formats_stages
+
+    path = (yield from write_formats_stages(None, scene, [fmt], Path(run_dir), out))[fmt]
+    record_reexport(Path(run_dir), {"format": fmt, "path": str(path)})
+    return path
+
+
+def _write_mesh_format(run_dir: Path, scene, export_cfg, fmt: str, out: Path | None) -> Stages[Path]:
+    """Stages of preparing the mesh, writing it as `fmt` and recording the re-export."""
+    from .export.pipeline import prepare_stages, write_formats_stages
+
+    prepared = yield from prepare_stages(scene, export_cfg)
     if prepared.mesh is None:
         raise UserError("the run's scene has no surface (empty mesh); nothing to export: generate with more --steps")
-    path = write_formats(prepared, scene, [fmt], Path(run_dir), out)[fmt]
+    path = (yield from write_formats_stages(prepared, scene, [fmt], Path(run_dir), out))[fmt]
     record_reexport(Path(run_dir), {"format": fmt, "path": str(path), "faces": export_cfg.faces,
                                     "texture_size": export_cfg.texture_size, "mesh_resolution": export_cfg.mesh_resolution,
                                     **{k: v for k, v in prepared.stats.items() if k.startswith("export_")}})

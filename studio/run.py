@@ -1,8 +1,10 @@
-"""THE loop: `run(cfg)` is a generator of events (Started, Progress, Preview, Finished).
+"""THE loop: `run(cfg)` is a generator of events (Started, Progress, Preview, Exporting, Finished).
 
 CLI, web UI, batch and tests all iterate it. Closing the generator cancels the run (status
 'cancelled', and a checkpoint of the last completed step); an exception marks it 'failed'. Only a completed
-run is marked 'finished'. `resume(run_dir)` continues a stopped, failed or killed run from its checkpoint
+run is marked 'finished'. After the last step each export stage yields an Exporting event as it starts, so
+closing the generator there stops the export between two stages (the checkpoint is already saved, no asset is
+moved in). `resume(run_dir)` continues a stopped, failed or killed run from its checkpoint
 (or trains a finished one further) in the same folder, with the same events.
 """
 from __future__ import annotations
@@ -12,7 +14,7 @@ import os
 import resource
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import torch
@@ -27,9 +29,10 @@ from representations.shading import Shading, front_light, light_near_camera
 from . import media
 from .checkpoint import load_distillation_state, load_meta, load_rng_state, load_scene_state, save_checkpoint
 from .config import RunConfig, ShadingConfig, config_from_toml, config_to_toml
-from .events import Event, Finished, Preview, Progress, Started
+from .events import Event, Exporting, Finished, Preview, Progress, Started
 from .errors import UserError
-from .export.pipeline import prepare, write_formats
+from .export.pipeline import prepare_stages, write_formats_stages
+from .export.stages import TURNTABLE, Stages, mesh_plan, numbered, write_stage
 from .models import embedded_prompt_warning, load_guidance
 from .rundir import STATUSES, atomic_write_text, create_run_dir, read_status, write_json, write_status
 from .sampling import VIEW_SUFFIXES, sample_cameras, view_names, view_prompt
@@ -197,7 +200,8 @@ def restore_rng(state: dict[str, torch.Tensor], gen: torch.Generator, device: to
 
 def _train(cfg: RunConfig, run_dir: Path, scene, loss_fn, prompts: "PromptBank", gen: torch.Generator, note: str,
            start: int) -> Iterator[Event]:
-    """Steps `start`..cfg.steps-1, then the final preview, checkpoint, assets and metrics; the status on the way.
+    """Steps `start`..cfg.steps-1, then the final preview, checkpoint, assets (an Exporting event per stage) and
+    metrics; the status on the way.
 
     Closing the generator writes a checkpoint of the last completed step (if newer than the one on disk), so a
     stopped run can be resumed; assets are written into a temporary folder and moved in only when all are done,
@@ -233,7 +237,7 @@ def _train(cfg: RunConfig, run_dir: Path, scene, loss_fn, prompts: "PromptBank",
         if saved != cfg.steps:
             save_checkpoint(ckpt, scene, loss_fn, cfg.steps, config_toml, rng_state(gen, device))
             saved = cfg.steps
-        assets, mesh_metrics = export_assets_atomically(cfg, scene, run_dir)
+        assets, mesh_metrics = yield from export_assets_atomically(cfg, scene, run_dir)
         metrics = {
             "prompt": cfg.prompt,
             "steps": cfg.steps,
@@ -349,14 +353,17 @@ def make_preview(cfg: RunConfig, scene, step: int, run_dir: Path) -> Preview:
     return Preview(step, image, path)
 
 
-def export_assets_atomically(cfg: RunConfig, scene, run_dir: Path) -> tuple[dict[str, Path], dict]:
+def export_assets_atomically(cfg: RunConfig, scene,
+                             run_dir: Path) -> Generator[Exporting, None, tuple[dict[str, Path], dict]]:
     """`export_assets` into run_dir/.assets.tmp, then each file moved into `run_dir` (replacing older ones) only
-    once all are written: an export that fails or is stopped leaves the run's previous assets as they were."""
+    once all are written: an export that fails or is stopped leaves the run's previous assets as they were.
+
+    Yields an Exporting event as each stage of `export_plan` starts; returns (assets by kind, stats)."""
     tmp = run_dir / ".assets.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        assets, stats = export_assets(cfg, scene, tmp)
+        assets, stats = yield from numbered(export_assets(cfg, scene, tmp), export_plan(cfg, scene))
         for f in sorted(tmp.iterdir()):
             os.replace(f, run_dir / f.name)
     finally:
@@ -364,18 +371,29 @@ def export_assets_atomically(cfg: RunConfig, scene, run_dir: Path) -> tuple[dict
     return {k: run_dir / p.relative_to(tmp) for k, p in assets.items()}, stats
 
 
-def export_assets(cfg: RunConfig, scene, run_dir: Path) -> tuple[dict[str, Path], dict]:
-    """Mesh files and turntable of a finished scene, plus mesh statistics and the fidelity check for metrics.json."""
-    prepared = prepare(scene, cfg.export)
+def export_plan(cfg: RunConfig, scene) -> list[str]:
+    """The stages `export_assets` runs for `cfg` and `scene`, in order (a scene without a surface skips the mesh
+    stages after "extract mesh" and the mesh writes)."""
+    splat = [write_stage("splat")] if hasattr(scene, "splat_tensors") else []
+    turntable = [TURNTABLE] if cfg.export.turntable_frames else []
+    return [*mesh_plan(cfg.export), *map(write_stage, cfg.export.formats), *splat, *turntable]
+
+
+def export_assets(cfg: RunConfig, scene, run_dir: Path) -> Stages[tuple[dict[str, Path], dict]]:
+    """Mesh files and turntable of a finished scene, plus mesh statistics and the fidelity check for metrics.json.
+    Yields each stage's name as it starts (stages.py)."""
+    prepared = yield from prepare_stages(scene, cfg.export)
     stats = prepared.stats
     assets: dict[str, Path] = {}
     if prepared.mesh is not None:
-        assets.update(write_formats(prepared, scene, cfg.export.formats, run_dir))
+        assets.update((yield from write_formats_stages(prepared, scene, cfg.export.formats, run_dir)))
     if hasattr(scene, "splat_tensors"):  # Gaussians: the 3DGS PLY that splat viewers read
         from .splat import write_splat_ply
 
+        yield write_stage("splat")
         assets["splat"] = write_splat_ply(run_dir / "splat.ply", scene.splat_tensors())
     if cfg.export.turntable_frames:
+        yield TURNTABLE
         cams = ring_cameras(cfg.export.turntable_frames, cfg.export.turntable_size).to(next_device(scene))
         frames = media.to_uint8(render_views(scene, cams).numpy())
         assets["turntable"] = run_dir / "turntable.gif"

@@ -1,4 +1,4 @@
-"""The run generator: event order, cancellation by closing, failure marking, checkpoints."""
+"""The run generator: event order, export stages, cancellation by closing, failure marking, checkpoints."""
 import json
 
 import pytest
@@ -8,8 +8,8 @@ import representations
 from representations.base import RenderOut
 from representations.nerf import NeRF
 from studio.config import build_config
-from studio.events import Finished, Preview, Progress, Started
-from studio.run import run
+from studio.events import Exporting, Finished, Preview, Progress, Started
+from studio.run import check_resumable, export_plan, resume, run
 
 FAST = ["guidance.model=tiny-random", "camera.resolution=32", "export.mesh_resolution=32",
         "export.turntable_frames=2", "export.turntable_size=32", "log.preview_every=2"]
@@ -21,6 +21,59 @@ def cfg_for(prompt="a red cube", steps=4, extra=()):
 
 def status(run_dir):
     return json.loads((run_dir / "status.json").read_text())
+
+
+DENSE = ["representation.density_bias=0.0"]  # a solid blob: even 2 random steps leave a surface to export
+FULL_EXPORT = ["extract mesh", "simplify", "unwrap UVs", "bake texture", "fidelity check",
+               "write glb", "write obj", "write ply", "turntable"]
+
+
+@pytest.mark.parametrize("extra, stages", [
+    ([], FULL_EXPORT),  # tests' defaults (conftest.SMALL_EXPORT): texture, fidelity check, three formats, turntable
+    (["export.texture_size=0", "export.fidelity_views=0", 'export.formats=["glb"]', "export.turntable_frames=0"],
+     ["extract mesh", "simplify", "write glb"]),
+])
+def test_export_stages_come_between_the_last_preview_and_finished(tmp_path, extra, stages):
+    events = list(run(cfg_for(steps=2, extra=[*DENSE, *extra]), tmp_path))
+    kinds = [type(e) for e in events]
+    first = kinds.index(Exporting)
+    last_preview = len(kinds) - 1 - kinds[::-1].index(Preview)
+    assert first == last_preview + 1 and kinds[first:] == [Exporting] * len(stages) + [Finished]
+    exporting = events[first:-1]
+    assert [e.stage for e in exporting] == stages
+    assert [e.index for e in exporting] == list(range(1, len(stages) + 1))
+    assert {e.count for e in exporting} == {len(stages)}
+    seconds = [e.seconds for e in exporting]
+    assert seconds == sorted(seconds) and seconds[0] >= 0
+    assert "export_faces" in events[-1].metrics  # the mesh stages ran: every planned stage was emitted
+
+
+def test_the_export_plan_adds_splat_ply_for_gaussian_scenes():
+    class GaussianLike:
+        def splat_tensors(self):
+            raise AssertionError("planning reads nothing")
+
+    cfg = cfg_for(extra=['export.formats=["ply"]', "export.texture_size=0"])
+    assert export_plan(cfg, GaussianLike()) == ["extract mesh", "simplify", "fidelity check", "write ply",
+                                                "write splat.ply", "turntable"]
+    assert export_plan(cfg, object())[-2:] == ["write ply", "turntable"]
+
+
+def test_closing_during_the_export_cancels_with_a_checkpoint_and_no_asset(tmp_path):
+    """Closed at the last stage (the mesh files are already in .assets.tmp): nothing is moved in."""
+    gen = run(cfg_for(steps=2, extra=DENSE), tmp_path)
+    for ev in gen:
+        if isinstance(ev, Exporting) and ev.stage == "turntable":
+            break
+    gen.close()
+    (run_dir,) = tmp_path.iterdir()
+    assert status(run_dir)["status"] == "cancelled" and status(run_dir)["checkpoint_step"] == 2
+    assert not (run_dir / "asset.glb").exists() and not (run_dir / ".assets.tmp").exists()
+    assert not (run_dir / "metrics.json").exists()
+    assert check_resumable(run_dir, None)[1] == 2
+    events = list(resume(run_dir))  # no steps left: the final preview, the export again, finished
+    assert [type(e) for e in events] == [Started, Preview] + [Exporting] * len(FULL_EXPORT) + [Finished]
+    assert status(run_dir)["status"] == "finished" and (run_dir / "asset.glb").exists()
 
 
 def test_event_sequence(tmp_path):

@@ -3,6 +3,9 @@
     prepared = prepare(scene, cfg)                 # ExportMesh in metres + the placement, stats
     paths = write_formats(prepared, scene, ["glb", "obj"], run_dir)
     stats.update(fidelity ...)                     # inside prepare when cfg.fidelity_views > 0
+
+`prepare_stages` / `write_formats_stages` are the same as generators that yield each stage's name as it starts
+(studio/export/stages.py): `studio.run` and `studio export` report them as Exporting events.
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from .asset import ExportMesh
 from .bake import bake_albedo
 from .clean import Placement, drop_floaters, orient_outward, placement, vertex_normals
 from .simplify import simplify
+from .stages import BAKE, EXTRACT, FIDELITY, SIMPLIFY, UNWRAP, Stages, drive, write_stage
 from .unwrap import unwrap
 
 
@@ -70,23 +74,33 @@ def vertex_colors(mesh: Mesh, source: Mesh, albedo) -> np.ndarray:
 
 def prepare(scene, cfg, resolution: int | None = None) -> Prepared:
     """Extract, clean, simplify, unwrap, bake and place the mesh of `scene` as configured by `cfg` (ExportConfig)."""
+    return drive(prepare_stages(scene, cfg, resolution))
+
+
+def prepare_stages(scene, cfg, resolution: int | None = None) -> Stages[Prepared]:
+    """`prepare` as stages: yields each stage's name (stages.mesh_plan(cfg); only "extract mesh" for a scene with
+    no surface) as it starts, returns the Prepared."""
     t0 = time.perf_counter()
+    yield EXTRACT
     with torch.no_grad():
         raw = scene.extract_mesh(resolution or cfg.mesh_resolution)
     stats: dict = {"mesh_vertices": int(len(raw.vertices)), "mesh_faces": int(len(raw.faces))}
     if raw.is_empty:
         stats["mesh_warning"] = "empty mesh: the scene has no surface"
         return Prepared(None, None, stats)
+    yield SIMPLIFY
     mesh = orient_outward(simplify(orient_outward(drop_floaters(raw, cfg.min_part_fraction)), cfg.faces))
     albedo = albedo_field(scene)
     colors = vertex_colors(mesh, raw, albedo)
     normals = vertex_normals(mesh.vertices, mesh.faces)
     uvs = texture = None
     verts, faces, keep = mesh.vertices, mesh.faces, np.arange(len(mesh.vertices))
-    t1 = time.perf_counter()
     if cfg.texture_size > 0:
+        yield UNWRAP
+        t1 = time.perf_counter()
         keep, faces, uvs = unwrap(mesh.vertices, mesh.faces, cfg.texture_size, cfg.texture_padding)
         verts = mesh.vertices[keep]
+        yield BAKE
         t2 = time.perf_counter()
         texture = bake_albedo(verts, faces, uvs, cfg.texture_size, cfg.texture_padding, albedo, colors[keep])
         stats.update(unwrap_seconds=round(t2 - t1, 3), bake_seconds=round(time.perf_counter() - t2, 3))
@@ -96,21 +110,37 @@ def prepare(scene, cfg, resolution: int | None = None) -> Prepared:
     stats.update(export_vertices=int(len(out.vertices)), export_faces=int(len(out.faces)),
                  export_size_m=[round(float(x), 4) for x in hi - lo], export_scale=round(place.scale, 6))
     if cfg.fidelity_views > 0:
-        from .fidelity import fidelity
-
-        stats.update(fidelity(scene, verts, faces, uvs, texture, colors[keep], cfg.fidelity_views, cfg.fidelity_size))
-        if stats["export_iou"] < FIDELITY_WARN_IOU:
-            stats["export_warning"] = (f"the exported mesh differs from the renders (silhouette IoU "
-                                       f"{stats['export_iou']:.2f} < {FIDELITY_WARN_IOU})")
+        yield FIDELITY
+        stats.update(fidelity_stats(scene, out, verts, cfg))
     stats["export_seconds"] = round(time.perf_counter() - t0, 3)
     return Prepared(out, place, stats)
 
 
+def fidelity_stats(scene, out: ExportMesh, verts: np.ndarray, cfg) -> dict:
+    """The fidelity check of `out` (its scene-frame vertices `verts` [V, 3]) and, below FIDELITY_WARN_IOU, a warning."""
+    from .fidelity import fidelity
+
+    stats = fidelity(scene, verts, out.faces, out.uvs, out.texture, out.colors, cfg.fidelity_views, cfg.fidelity_size)
+    if stats["export_iou"] < FIDELITY_WARN_IOU:
+        stats["export_warning"] = (f"the exported mesh differs from the renders (silhouette IoU "
+                                   f"{stats['export_iou']:.2f} < {FIDELITY_WARN_IOU})")
+    return stats
+
+
+def check_writable(prepared: Prepared | None, scene, fmt: str) -> None:
+    """UserError naming the fix when format `fmt` cannot be written: splat without Gaussians, a mesh format
+    without a mesh."""
+    if fmt in SCENE_FORMATS:
+        if not hasattr(scene, "splat_tensors"):
+            raise UserError(f"--format splat needs a Gaussian scene; this run's representation "
+                            f"({scene.cfg.kind}) has none; use --format glb, obj or ply")
+    elif prepared is None or prepared.mesh is None:
+        raise UserError("the extracted mesh is empty (the scene has no surface); run more steps or check the prompt")
+
+
 def write_splat(scene, path: Path) -> Path:
     """Write the scene's Gaussians as splat.ply (UserError when the scene has none)."""
-    if not hasattr(scene, "splat_tensors"):
-        raise UserError(f"--format splat needs a Gaussian scene; this run's representation "
-                        f"({scene.cfg.kind}) has none; use --format glb, obj or ply")
+    check_writable(None, scene, "splat")
     from studio.splat import write_splat_ply
 
     write_splat_ply(Path(path), scene.splat_tensors())
@@ -120,13 +150,18 @@ def write_splat(scene, path: Path) -> Path:
 def write_formats(prepared: Prepared | None, scene, formats: list[str], run_dir: Path,
                   out: Path | None = None) -> dict[str, Path]:
     """Write each format (to `out` when exactly one is asked, else the run-dir defaults); format -> main path."""
+    return drive(write_formats_stages(prepared, scene, formats, run_dir, out))
+
+
+def write_formats_stages(prepared: Prepared | None, scene, formats: list[str], run_dir: Path,
+                         out: Path | None = None) -> Stages[dict[str, Path]]:
+    """`write_formats` as stages: yields stages.write_stage(fmt) before writing each format. Every format is
+    checked (`check_writable`) before the first stage: a format that cannot be written writes nothing."""
+    for fmt in formats:
+        check_writable(prepared, scene, fmt)
     paths: dict[str, Path] = {}
     for fmt in formats:
         path = Path(out) if out is not None else default_path(run_dir, fmt)
-        if fmt in SCENE_FORMATS:
-            paths[fmt] = write_splat(scene, path)
-            continue
-        if prepared is None or prepared.mesh is None:
-            raise UserError("the extracted mesh is empty (the scene has no surface); run more steps or check the prompt")
-        paths[fmt] = writer(fmt)(prepared.mesh, path)[0]
+        yield write_stage(fmt)
+        paths[fmt] = write_splat(scene, path) if fmt in SCENE_FORMATS else writer(fmt)(prepared.mesh, path)[0]
     return paths
