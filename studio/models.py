@@ -5,6 +5,7 @@ import torch
 
 from . import paths
 from .config import GuidanceConfig
+from .vocabulary import Vocabulary, prompt_token_warning
 
 RANDOM_MODEL = "tiny-random"
 """Special --model value: a small random model (tests and smoke runs; results are meaningless)."""
@@ -50,16 +51,16 @@ def load_guidance(cfg: GuidanceConfig):
 
 
 def embedded_prompt_warning(prompt: str) -> str | None:
-    """A warning when the embedded model is asked for words it never saw in training, else None."""
-    from .world.world import World
-
-    world = World.load()
-    unknown = world.unknown_words(prompt)
-    if not unknown:
-        return None
-    return (f"WARNING: the embedded model does not know {', '.join(repr(w) for w in unknown)}; it knows "
-            f"{world.describe()} (e.g. \"{world.canonical_caption('cube', 'red')}\"). "
-            "Pass --model PATH_OR_HUB_ID for anything else.")
+    """'WARNING: ...' lines when the embedded model cannot draw `prompt` (words it never saw, several objects or
+    colours, relations; studio.vocabulary, from the model folder's vocabulary.json) or the prompt is longer than
+    its text encoder reads; None when the prompt is fine."""
+    vocab = Vocabulary.load(paths.EMBEDDED_MODEL)
+    lines = vocab.prompt_warnings(prompt) if vocab else []
+    if lines:
+        lines[-1] += " Pass --model PATH_OR_HUB_ID for anything else."
+    token = prompt_token_warning(prompt, tokenizer_dir=paths.EMBEDDED_MODEL / "tokenizer")
+    lines += [token] if token else []
+    return "\n".join(f"WARNING: {line}" for line in lines) or None
 
 
 def _quiet_loading() -> None:

@@ -77,3 +77,27 @@ def test_package_import_has_no_torch(package):
     code = f"import sys, {package}; print('TORCH' if 'torch' in sys.modules else 'CLEAN')"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "CLEAN"
+
+
+WORLD_FREE = ["studio.run", "studio.models", "studio.vocabulary"]
+"""The runtime: the procedural world (studio.world, tooling for the embedded model) stays out of it, even
+transitively; the prompt checks read the model folder's vocabulary.json instead."""
+
+
+def test_runtime_does_not_import_the_world():
+    code = (
+        "import sys, importlib\n"
+        f"for m in {WORLD_FREE!r}:\n    importlib.import_module(m)\n"
+        "from studio.models import embedded_prompt_warning\n"
+        "embedded_prompt_warning('a ceramic mug on top of two red cubes')\n"
+        "print(sorted(m for m in sys.modules if m.startswith('studio.world')) or 'CLEAN')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "CLEAN"
+
+
+def test_vocabulary_module_has_no_torch():
+    code = ("import sys\nfrom studio.vocabulary import check_prompt\ncheck_prompt(' '.join(['word'] * 100))\n"
+            "print('TORCH' if 'torch' in sys.modules else 'CLEAN')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "CLEAN"

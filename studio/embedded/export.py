@@ -4,8 +4,10 @@
         --out assets/models/primitives-v4
 
 Writes model_index.json, unet/, vae/, text_encoder/, tokenizer/ (distillation.tokenizer.write_clip_tokenizer
-with World.vocabulary()), scheduler/ (DDIM with SD's schedule), all weights as fp32 safetensors, then checks
-that the folder loads with StableDiffusionPipeline.from_pretrained and distillation.guidance.Guidance.
+with World.vocabulary()), scheduler/ (DDIM with SD's schedule), all weights as fp32 safetensors, and
+vocabulary.json (studio.embedded.vocabulary_json: the world's shapes, colours and caption words, read by
+studio.vocabulary), then checks that the folder loads with StableDiffusionPipeline.from_pretrained and
+distillation.guidance.Guidance.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline
 from transformers import CLIPTokenizer
 
 from studio.embedded.diffusion import DiffusionConfig, build_text_encoder, build_unet
+from studio.embedded.vocabulary_json import write_vocabulary
 from studio.world import World
 
 MAX_MB = 50.0
@@ -80,6 +83,7 @@ def main() -> None:
     # The tokenizer folder as written by write_clip_tokenizer (the exact files the training used).
     shutil.rmtree(tmp / "tokenizer")
     shutil.copytree(tok_dir, tmp / "tokenizer")
+    write_vocabulary(tmp)
     size = folder_mb(tmp)
     if size > MAX_MB:
         raise SystemExit(f"exported model is {size:.1f} MB > {MAX_MB} MB")

@@ -11,6 +11,8 @@ from studio.sampling import VIEW_SUFFIXES
 from studio.world.objects import OBJECTS
 
 CAPTIONS_FILE = Path(__file__).with_name("captions.toml")
+CANONICAL_TEMPLATE = "a {color} {shape}"
+"""The canonical caption (canonical words): the prompt of benchmarks, demos and vocabulary.json's examples."""
 
 
 @dataclass
@@ -50,7 +52,7 @@ class World:
 
     def canonical_caption(self, shape: str, color: str) -> str:
         """'a {color} {shape}' with the canonical words: the prompt used by benchmarks and demos."""
-        return f"a {color} {self.shapes[shape][0]}"
+        return CANONICAL_TEMPLATE.format(color=color, shape=self.shapes[shape][0])
 
     def vocabulary(self) -> list[str]:
         """All words that captions can contain (lower case, sorted), including view words and 'view'."""
