@@ -49,8 +49,8 @@ def tick_ms(points: int, changed: bool, repeats: int = 200) -> float:
     h = Handlers(jobs, jobs.out)
     view = JobView("x", "a red cube", status="running", step=points, total=points * 2,
                    losses=[(i, 1.0 / i) for i in range(1, points + 1)])
-    jobs._jobs["x"] = type("J", (), {"view": view})()  # noqa: SLF001 - a bench-only stand-in job
-    session = {**new_session(), "job": "x"}
+    jobs._jobs["x"] = type("J", (), {"view": view, "owner": ""})()  # noqa: SLF001 - a bench-only stand-in job
+    session = h._set_job(new_session(), job="x")  # noqa: SLF001 - the page follows job "x", as after Generate
     times = []
     for _ in range(repeats):
         if changed:

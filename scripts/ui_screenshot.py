@@ -1,5 +1,6 @@
-"""Take docs/images/ui.png: serve the studio, generate with the embedded model through a real Chromium,
-and screenshot the Generate tab once the asset is finished.
+"""Take docs/images/ui.png: serve the studio, generate with the embedded model through a real Chromium from a
+fresh page (the prompt typed, nothing else touched), and screenshot the Generate tab once the asset is finished.
+The server gets a `--defaults`-style layer (steps, preview and export sizes) as a demo server would.
 
     PYTHONPATH=$PWD .venv/bin/python scripts/ui_screenshot.py [--steps 150] [--out /tmp/ui-shot]
 """
@@ -29,17 +30,16 @@ def main() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    demo, url = launch(port=port, out=args.out, block=False)
+    layer = {"steps": args.steps, "log": {"preview_every": 25},
+             "export": {"mesh_resolution": 96, "turntable_size": 160}}
+    demo, url = launch(port=port, out=args.out, base=(layer,), block=False)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=shutil.which("chromium") or "/usr/bin/chromium",
-                                    args=["--no-sandbox", "--use-gl=swiftshader"])
+                                    args=["--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader"])
         page = browser.new_page(viewport={"width": 1440, "height": 1250})
         page.set_default_timeout(1_800_000)
         page.goto(url)
         page.locator("#prompt textarea").fill(args.prompt)
-        page.locator("#steps input").fill(str(args.steps))
-        page.get_by_text("Advanced: TOML overrides").click()
-        page.locator("#advanced textarea").fill("log.preview_every = 25\nexport.mesh_resolution = 96\nexport.turntable_size = 160")
         page.locator("#generate").click()
         t0 = time.time()
         page.wait_for_function("() => document.querySelector('#status').innerText.includes('Finished')", polling=1000)

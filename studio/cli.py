@@ -59,10 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--resolution", type=int, default=None, help="mesh extraction grid (default: the run's)")
 
     u = sub.add_parser("ui", help="serve the web studio in the browser (localhost unless --host is given)")
-    u.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
-    u.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
-    u.add_argument("--out", default=DEFAULT_OUT, help="folder for run directories (default: out)")
-    u.add_argument("--auth", metavar="USER:PASS", help="ask for this user name and password")
+    from ui.server import add_arguments as add_ui_arguments  # noqa: torch- and gradio-free; the flags live with the UI
+
+    add_ui_arguments(u)
 
     from .bench.cli import add_parser as add_bench_parser
 
@@ -134,18 +133,23 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    """Re-export a run; each stage as a line on stderr, the written path on stdout."""
+    from .progress import export_line
     from .reexport import export_run
 
-    path = export_run(args.run_dir, args.format, args.out, args.resolution, args.faces, args.texture_size)
+    def on_stage(ev) -> None:
+        print(export_line(ev), file=sys.stderr, flush=True)
+
+    path = export_run(args.run_dir, args.format, args.out, args.resolution, args.faces, args.texture_size,
+                      on_stage=on_stage)
     print(path)
     return 0
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    from ui.server import launch  # noqa: studio's only import of ui: lazy, for this command
+    from ui.server import main as ui_main  # noqa: studio's only import of ui: lazy, for this command
 
-    launch(args.host, args.port, args.out, args.auth)
-    return 0
+    return ui_main(args)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

@@ -66,6 +66,34 @@ def test_generate_writes_a_finished_run(tmp_path, capsys):
     assert f"glb: {run_dir / 'asset.glb'}" in out
     for fmt in ("obj", "ply"):
         assert len(trimesh.load(run_dir / f"asset.{fmt}", force="mesh").faces) == metrics["export_faces"]
+    assert stage_lines(err) == [f"{i}/9: {name}" for i, name in enumerate(EXPORT_STAGES, 1)]
+
+
+EXPORT_STAGES = ["extract mesh", "simplify", "unwrap UVs", "bake texture", "fidelity check",
+                 "write glb", "write obj", "write ply", "turntable"]
+
+
+def stage_lines(err: str) -> list[str]:
+    """"I/N: stage" of each `export I/N: stage (S s so far)` line on stderr."""
+    return [line.removeprefix("export ").rsplit(" (", 1)[0] for line in err.splitlines()
+            if line.startswith("export ") and line.endswith(" s so far)")]
+
+
+def test_export_stages_print_after_the_bar_on_a_tty():
+    import io
+
+    from studio.events import Exporting, Progress
+    from studio.progress import _print_event
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    stream = Terminal()
+    _print_event(Progress(2, 2, 0.5, 1.0, 0.0), stream, True, 1)
+    _print_event(Exporting("unwrap UVs", 3, 7, 12.34), stream, True, 1)
+    bar, line = stream.getvalue().split("\n")[:2]
+    assert bar.startswith("\r[") and line == "export 3/7: unwrap UVs (12.3 s so far)"
 
 
 def test_config_toml_reproduces_the_run(tmp_path, capsys):
@@ -134,8 +162,10 @@ def test_export_rewrites_a_format(tmp_path, capsys):
                             "--set", 'export.formats=["glb"]'], capsys)
     run_dir = Path(out.strip().splitlines()[-1])
     assert not (run_dir / "asset.ply").exists()
-    code, out, _ = run_cli(["export", str(run_dir), "--format", "ply", "--resolution", "32"], capsys)
+    code, out, err = run_cli(["export", str(run_dir), "--format", "ply", "--resolution", "32"], capsys)
     assert code == 0 and out.strip().splitlines()[-1] == str(run_dir / "asset.ply")
+    assert stage_lines(err) == ["1/5: extract mesh", "2/5: simplify", "3/5: unwrap UVs", "4/5: bake texture",
+                                "5/5: write ply"]  # the run's texture, no fidelity check on a re-export
     assert len(trimesh.load(run_dir / "asset.ply").faces) > 0
 
 

@@ -156,6 +156,7 @@ def test_history_lists_runs_with_status_and_settings(tmp_path):
     assert [(r.prompt, r.status) for r in rows] == [("a ball", "cancelled"), ("a cube", "finished")]
     assert rows[0].thumbnail.name == "step_000009.png" and "nerf · ? · 9 steps · seed 4" == rows[0].settings
     assert history.table(rows)[1][:2] == ["a cube", "finished"]
+    assert rows[0].time == "2026-01-01 00:00:01" and rows[1].time == "2026-01-01 00:00:00"  # the start, from the name
 
 
 def test_handlers_show_errors_and_skip_unchanged_values(tmp_path):
@@ -165,12 +166,14 @@ def test_handlers_show_errors_and_skip_unchanged_values(tmp_path):
     from ui.jobs import JobManager
 
     h = Handlers(JobManager(tmp_path), tmp_path)
-    session, message = h.generate(new_session(), *[getattr(FormValues(prompt=""), k) for k in FORM_FIELDS])
+    session, message, _ = h.generate("", new_session(), *[getattr(FormValues(prompt=""), k) for k in FORM_FIELDS])
     assert message.startswith("**Error:**") and "prompt is empty" in message and session["job"] is None
     first = h.tick(session)
     assert len(first) == len(TICK_OUTPUTS) and first[0].startswith("No run yet")  # ticks never write the session
-    assert all(isinstance(x, type(gr.skip())) for x in h.tick(session))  # nothing changed: nothing resent
-    with pytest.raises(UserError, match="not a run"):
+    assert first[-1].active is False  # nothing to follow: the page's timer stops
+    again = h.tick(session)
+    assert all(isinstance(x, type(gr.skip())) for x in again)  # nothing changed: nothing resent
+    with pytest.raises(UserError, match="not one of your runs"):
         h.run_path(str(tmp_path.parent))
 
 
@@ -191,10 +194,13 @@ def test_one_run_per_device_queue_and_stop(tmp_path):
     assert [(jobs.view(j).status, jobs.view(j).queue_position) for j in (second, third)] == [("queued", 1), ("queued", 2)]
     h = Handlers(jobs, tmp_path)
     form = [getattr(small_form("another"), k) for k in FORM_FIELDS]
-    assert h.generate({**new_session(), "job": running}, *form)[1] == BUSY  # one run per user at a time
+    session = h._set_job(new_session(), job=running)
+    assert h.generate("", session, *form)[1] == BUSY  # one run per user at a time
     assert jobs.cancel(second)  # leaving the queue moves the others up
-    assert jobs.view(second).status == "cancelled" and jobs.view(second).run_dir is None
-    assert jobs.view(third).queue_position == 1
+    assert jobs.view(second).status == "cancelled" and jobs.view(third).queue_position == 1
+    unstarted = Path(jobs.view(second).run_dir)  # kept in History (Run again), but nothing was trained
+    assert read_status(unstarted)["status"] == "cancelled" and (unstarted / "config.toml").is_file()
+    assert not (unstarted / "checkpoint").exists() and not (unstarted / "asset.glb").exists()
     assert jobs.cancel(running)
     cancelled = jobs.wait(running, timeout=60)
     assert cancelled.status == "cancelled" and 2 <= cancelled.step < 500
@@ -262,10 +268,21 @@ def test_reexport_takes_the_faces_and_texture_size_of_the_page(crisp_run, tmp_pa
     run_dir = tmp_path / crisp_run.run_dir.name
     shutil.copytree(crisp_run.run_dir, run_dir)
     h = Handlers(JobManager(tmp_path), tmp_path.resolve())
-    files, message = h.reexport(str(run_dir), "obj", 400.0, 32.0)
+    files, message = h.reexport("", str(run_dir), "obj", 400.0, 32.0)
     assert message.startswith("Wrote") and files
     mesh = trimesh.load(run_dir / "asset.obj", force="mesh", process=False)
     assert 300 <= len(mesh.faces) <= 420  # the page's 400, not the run's 1500
     assert Image.open(run_dir / "asset_albedo.png").size == (32, 32)
-    files, message = h.reexport(str(run_dir), "glb", 2.0, 32.0)
+    files, message = h.reexport("", str(run_dir), "glb", 2.0, 32.0)
     assert message.startswith("**Error:**")  # too few faces: a readable message, no traceback
+
+
+def test_docs_limits_table():
+    """docs/ui.md lists every `studio ui` limit flag with its real default (regenerate with ui.limits.limits_markdown)."""
+    import re
+
+    from ui.limits import limits_markdown
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "ui.md").read_text()
+    table = re.search(r"<!-- limits-table[^>]*-->\n(.*?)\n<!-- /limits-table -->", text, re.S).group(1)
+    assert table == limits_markdown(), "docs/ui.md's limits table is stale: paste ui.limits.limits_markdown()"

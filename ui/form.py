@@ -50,6 +50,21 @@ class FormValues:
     advanced: str = ""
     """TOML overrides, one `key = value` a line ('#' comments allowed), parsed like `--set`."""
 
+    @classmethod
+    def from_page(cls, fields: tuple[str, ...], values: tuple) -> "FormValues":
+        """The form as the browser sent it, `fields[i]` = `values[i]`. A component the page has not drawn yet (one
+        inside a closed accordion) arrives as None: text fields become "" and the others their defaults, so a
+        fresh page with nothing opened works."""
+        defaults = cls()
+        kw = {}
+        for name, value in zip(fields, values):
+            if value is None and isinstance(getattr(defaults, name), str):
+                value = ""
+            elif value is None and name in ("pgc", "model_choice"):
+                value = getattr(defaults, name)
+            kw[name] = value
+        return cls(**kw)
+
 
 def registry_choices() -> dict[str, list[str]]:
     """The choices offered by the form's dropdowns, read from the registries and assets/presets."""
@@ -99,6 +114,7 @@ def _int(value: float | None, name: str) -> int | None:
 
 def form_args(values: FormValues) -> dict:
     """The form as the CLI's generate flags (the dict studio.cli.job_layers reads)."""
+    _finite(values)
     preset = values.preset if values.preset and values.preset != "none" else None
     return {
         "prompt": values.prompt.strip(),
@@ -110,6 +126,22 @@ def form_args(values: FormValues) -> dict:
         "model": model_name(values) or None,
         "overrides": advanced_overrides(values.advanced),
     }
+
+
+def _finite(values: FormValues) -> None:
+    """UserError for a numeric field that is not a finite number (the browser can send inf or nan)."""
+    import math
+
+    for name in ("steps", "seed", "guidance_scale", "resolution", "pgc_threshold"):
+        value = getattr(values, name)
+        if value in (None, ""):
+            continue
+        try:
+            ok = math.isfinite(float(value))
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise UserError(f"{name.replace('_', ' ')} must be a number, got {value!r}")
 
 
 def form_layer(values: FormValues) -> dict:
@@ -125,11 +157,12 @@ def form_layer(values: FormValues) -> dict:
     return layer
 
 
-def build_run_config(values: FormValues, prompt: str | None = None):
+def build_run_config(values: FormValues, prompt: str | None = None, base: tuple[dict, ...] = ()):
     """A validated RunConfig from the form (UserError with a readable message otherwise).
 
-    Layers, later wins: defaults < preset < form fields < advanced box. `prompt` replaces the form's
-    prompt (used by the Batch tab, whose jobs take the Generate tab's settings).
+    Layers, later wins: defaults < the server's base layers (`studio ui --defaults FILE`) < preset < form
+    fields < advanced box. `prompt` replaces the form's prompt (used by the Batch tab, whose jobs take the
+    Generate tab's settings).
     """
     from studio.cli import job_layers
     from studio.config import build_config
@@ -138,18 +171,19 @@ def build_run_config(values: FormValues, prompt: str | None = None):
     if prompt is not None:
         args["prompt"] = prompt.strip()
     layers, overrides = job_layers(args)
-    return build_config([*layers, form_layer(values)], overrides)
+    return build_config([*base, *layers, form_layer(values)], overrides)
 
 
 FILLED_FIELDS = ("representation", "distillation", "steps", "guidance_scale", "resolution", "pgc", "pgc_threshold")
 """Form fields refilled from the chosen preset and loss, so the form shows the values the run will use."""
 
 
-def form_defaults(preset: str = "", distillation_kind: str = "") -> dict:
-    """The values of FILLED_FIELDS under `preset` (and `distillation_kind`, if given) with no other input."""
+def form_defaults(preset: str = "", distillation_kind: str = "", base: tuple[dict, ...] = ()) -> dict:
+    """The values of FILLED_FIELDS under the server's `base` layers, `preset` (and `distillation_kind`, if given)
+    with no other input."""
     from studio.config import build_config, preset_layer
 
-    layers = [preset_layer(preset)] if preset and preset != "none" else []
+    layers = [*base, *([preset_layer(preset)] if preset and preset != "none" else [])]
     if distillation_kind:
         layers.append({"distillation": {"kind": distillation_kind}})
     cfg = build_config([*layers, {"prompt": "defaults"}])

@@ -9,6 +9,7 @@ import json
 import re
 import tomllib
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,9 +34,11 @@ class RunRow:
     settings: str
     """representation, distillation, steps, seed in one line."""
     time: str
-    """When the status was last written."""
+    """When the run started (YYYY-mm-dd HH:MM:SS, from the folder name; else when its config was written)."""
     thumbnail: Path | None
     """The last preview grid, if any."""
+    checkpoint_step: int = 0
+    """The step of its checkpoint (0 = none): a cancelled or failed run with one can be resumed."""
 
 
 def is_run_dir(path: Path) -> bool:
@@ -62,25 +65,57 @@ def thumbnail(run_dir: Path) -> Path | None:
     return previews[-1] if previews else None
 
 
-def list_runs(out: Path | str, limit: int = 200) -> list[RunRow]:
-    """Run folders under `out` (also one level down, e.g. batch folders), newest first."""
+_STAMP = re.compile(r"-(\d{8})-(\d{6})(?:-\d+)?$")
+"""The start time in a run folder's name (studio.rundir.create_run_dir): <slug>-YYYYmmdd-HHMMSS[-n]."""
+
+
+def started(run_dir: Path) -> str:
+    """When the run started, 'YYYY-mm-dd HH:MM:SS' (local time)."""
+    m = _STAMP.search(Path(run_dir).name)
+    if m:
+        d, t = m.groups()
+        return f"{d[:4]}-{d[4:6]}-{d[6:]} {t[:2]}:{t[2:4]}:{t[4:]}"
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime((Path(run_dir) / "config.toml").stat().st_mtime))
+
+
+def checkpoint_step(run_dir: Path) -> int:
+    """The step of RUN_DIR/checkpoint (0 when it has none)."""
+    try:
+        return int(json.loads((Path(run_dir) / "checkpoint" / "meta.json").read_text())["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+
+
+def run_dirs(out: Path | str) -> list[Path]:
+    """Run folders under `out` (also one level down, e.g. batch folders), newest start first."""
     out = Path(out)
     if not out.is_dir():
         return []
     dirs = [p for p in out.iterdir() if is_run_dir(p)]
     dirs += [q for p in out.iterdir() if p.is_dir() and not is_run_dir(p) for q in p.iterdir() if is_run_dir(q)]
-    dirs.sort(key=lambda p: (p / "config.toml").stat().st_mtime, reverse=True)
+    dirs.sort(key=lambda p: (started(p), p.name), reverse=True)
+    return dirs
+
+
+def list_runs(out: Path | str, limit: int = 200, visible: Callable[[Path], bool] | None = None) -> list[RunRow]:
+    """Rows of the run folders under `out` that `visible` accepts (all by default), newest first."""
     rows = []
-    for d in dirs[:limit]:
+    for d in run_dirs(out):
+        if visible is not None and not visible(d):
+            continue
         cfg, status = read_config_dict(d), read_status(d)
         rows.append(RunRow(d, cfg.get("prompt") or status.get("prompt", ""), status.get("status", "unknown"),
-                           settings_line(cfg), status.get("time", ""), thumbnail(d)))
+                           settings_line(cfg), started(d), thumbnail(d), checkpoint_step(d)))
+        if len(rows) == limit:
+            break
     return rows
 
 
 def table(rows: list[RunRow]) -> list[list[str]]:
-    """The History table's rows: prompt, status, settings, time, folder name."""
-    return [[r.prompt, r.status, r.settings, r.time.replace("T", " "), r.run_dir.name] for r in rows]
+    """The History table's rows: prompt, status, settings, started, folder name."""
+    return [[r.prompt, r.status, r.settings, r.time, r.run_dir.name] for r in rows]
 
 
 def obj_bundle(run_dir: Path) -> list[Path]:
@@ -92,14 +127,23 @@ def obj_bundle(run_dir: Path) -> list[Path]:
     files = [obj]
     mtls = _names(obj, r"^\s*mtllib\s+(.+?)\s*$") or [p.name for p in run_dir.glob("asset*.mtl")]
     for name in mtls:
-        mtl = run_dir / name
-        if mtl.is_file() and mtl not in files:
+        mtl = _inside(run_dir, name)
+        if mtl is not None and mtl not in files:
             files.append(mtl)
             for args in _names(mtl, r"^\s*(?:map_\w+|bump|disp|norm)\s+(.+?)\s*$"):
-                path = run_dir / args.split()[-1]  # the file name comes after any -option values
-                if path.is_file() and path not in files:
+                path = _inside(run_dir, args.split()[-1])  # the file name comes after any -option values
+                if path is not None and path not in files:
                     files.append(path)
     return files
+
+
+def _inside(run_dir: Path, name: str) -> Path | None:
+    """RUN_DIR/name when that is a plain file directly in the run folder; None for anything else (an absolute
+    path, '../', a link out of the folder): a .mtl must not get other files packed into a download."""
+    path = run_dir / name
+    if Path(name).is_absolute() or path.parent.resolve() != run_dir.resolve() or path.is_symlink():
+        return None
+    return path if path.is_file() else None
 
 
 def _names(path: Path, pattern: str) -> list[str]:
@@ -184,26 +228,27 @@ def details_markdown(run_dir: Path | str) -> str:
              f"`{run_dir}`", "", settings_line(cfg)]
     if status.get("error"):
         lines += ["", f"error: {status['error']}"]
+    lines += ["", f"started {started(run_dir)}"]
+    if status.get("note"):
+        lines += ["", status["note"]]
     try:
         metrics = json.loads((run_dir / "metrics.json").read_text())
-        lines += ["", f"{metrics.get('mesh_faces', '?')} faces · {metrics.get('total_seconds', '?')} s"]
     except (OSError, ValueError):
-        pass
+        metrics = None
+    if metrics:
+        faces = metrics.get("export_faces", metrics.get("mesh_faces", "?"))
+        lines += ["", f"{faces} faces exported · {metrics.get('total_seconds', '?')} s"]
+    step = checkpoint_step(run_dir)
+    if step and status.get("status") in ("cancelled", "failed", "running", "unknown"):
+        lines += ["", f"checkpoint at step {step}: Resume continues it"]
     return "\n".join(lines)
 
 
 def export_formats() -> list[str]:
-    """The formats `studio export --format` accepts (read from the CLI parser, so they stay in step)."""
-    from studio.cli import build_parser
+    """The formats `studio export --format` accepts (the export package's registry)."""
+    from studio.export import ALL_FORMATS
 
-    parser = build_parser()
-    for action in parser._subparsers._group_actions:  # noqa: SLF001 - argparse has no public accessor
-        sub = action.choices.get("export")
-        if sub is not None:
-            for a in sub._actions:  # noqa: SLF001
-                if "--format" in a.option_strings:
-                    return list(a.choices)
-    return ["glb", "obj", "ply"]
+    return list(ALL_FORMATS)
 
 
 def export_default(name: str) -> int:

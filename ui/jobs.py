@@ -31,6 +31,10 @@ class Job:
     """The browser session that submitted it."""
     batch: str = ""
     """Batch id, if it came from the Batch tab."""
+    owner: str = ""
+    """The logged-in user who submitted it ('' without accounts); recorded in the run folder's access.json."""
+    resume_dir: Path | None = None
+    """A run folder to continue from its checkpoint (studio.run.resume) instead of a fresh run of `cfg`."""
     stop: threading.Event = field(default_factory=threading.Event)
     """Set by Stop."""
 
@@ -56,11 +60,14 @@ class JobManager:
         self._closed = False
 
     # ---- the page's side -------------------------------------------------------------------------------
-    def submit(self, cfg, session: str = "", batch: str = "", device: str | None = None) -> str:
-        """Queue a run of `cfg`; returns its job id."""
+    def submit(self, cfg, session: str = "", batch: str = "", device: str | None = None, owner: str = "",
+               resume_dir: Path | str | None = None) -> str:
+        """Queue a run of `cfg` (or, with `resume_dir`, the continuation of that run folder, whose config `cfg` is);
+        returns its job id."""
         job_id = uuid.uuid4().hex
         device = device or device_key(cfg)
-        job = Job(cfg, device, JobView(job_id, cfg.prompt), session, batch)
+        view = JobView(job_id, cfg.prompt, run_dir=None if resume_dir is None else str(resume_dir))
+        job = Job(cfg, device, view, session, batch, owner, None if resume_dir is None else Path(resume_dir))
         with self._lock:
             self._jobs[job_id] = job
             self._waiting.setdefault(device, []).append(job_id)
@@ -84,6 +91,8 @@ class JobManager:
                 self._renumber(job.device)
                 job.view.status = "cancelled"
                 add_log(job.view, "cancelled before it started")
+                if job.resume_dir is None:
+                    job.view.run_dir = str(self._record_unstarted(job))
             else:
                 job.view.status = "stopping"
                 job.view.version += 1
@@ -95,11 +104,31 @@ class JobManager:
             job = self._jobs.get(job_id or "")
             return None if job is None else copy.deepcopy(job.view)
 
+    def owner(self, job_id: str | None) -> str | None:
+        """Who submitted the job (None for an unknown id)."""
+        with self._lock:
+            job = self._jobs.get(job_id or "")
+            return None if job is None else job.owner
+
     def version(self, job_id: str | None) -> int | None:
         """The job view's change counter (None for an unknown id): cheap, for "anything new?" checks."""
         with self._lock:
             job = self._jobs.get(job_id or "")
             return None if job is None else job.view.version
+
+    def stamp(self, job_id: str | None, batch: str = "") -> tuple[tuple, bool]:
+        """(a value that changes whenever the job or any job of the batch changes, whether any of them has not
+        ended): the cheap "anything new?" check of a page tick, without copying a view."""
+        with self._lock:
+            jobs = [j for j in ([self._jobs.get(job_id or "")] + [j for j in self._jobs.values() if batch and j.batch == batch])
+                    if j is not None]
+            return tuple((j.view.job_id, j.view.version) for j in jobs), any(not j.view.ended for j in jobs)
+
+    def active_run_dirs(self) -> set[str]:
+        """Run folders of jobs that have not ended (a folder in this set must not be resumed again)."""
+        with self._lock:
+            return {str(Path(j.view.run_dir).resolve()) for j in self._jobs.values()
+                    if j.view.run_dir and not j.view.ended}
 
     def batch_views(self, batch: str) -> list[JobView]:
         """Copies of a batch's job views, in submission order."""
@@ -132,6 +161,21 @@ class JobManager:
             t.join(timeout)
 
     # ---- the worker's side ------------------------------------------------------------------------------
+    def _record_unstarted(self, job: Job) -> Path:
+        """A run folder for a job cancelled while it waited: its config.toml and status 'cancelled', so History lists
+        it and Run again can queue it (nothing was trained: no checkpoint, no assets)."""
+        from studio.config import config_to_toml
+        from studio.rundir import atomic_write_text, create_run_dir, write_status
+
+        from .access import record_owner
+
+        run_dir = create_run_dir(self.out, job.cfg.prompt)
+        atomic_write_text(run_dir / "config.toml", config_to_toml(job.cfg))
+        record_owner(run_dir, job.owner)
+        write_status(run_dir, "cancelled", prompt=job.cfg.prompt, checkpoint_step=0,
+                     note="cancelled while it waited in the queue")
+        return run_dir
+
     def _renumber(self, device: str) -> None:
         for pos, job_id in enumerate(self._waiting.get(device, []), 1):
             view = self._jobs[job_id].view
@@ -157,12 +201,17 @@ class JobManager:
 
     def _execute(self, job: Job) -> None:
         from studio.cli import is_user_error
-        from studio.run import run
+        from studio.events import Started
+        from studio.run import resume, run
+
+        from .access import record_owner
 
         events = None
         try:
-            events = run(job.cfg, self.out)
+            events = run(job.cfg, self.out) if job.resume_dir is None else resume(job.resume_dir)
             for ev in events:
+                if isinstance(ev, Started):
+                    record_owner(ev.run_dir, job.owner)
                 with self._lock:
                     apply_event(job.view, ev, job.cfg.log.log_every)
                 if job.stop.is_set():
@@ -179,12 +228,26 @@ class JobManager:
                 events.close()  # a run stopped mid-way records status 'cancelled' in its folder
             del events
             _free_memory()
+            checkpoint = _checkpoint_step(job.view.run_dir)
             with self._lock:
                 if not job.view.ended:
                     job.view.status = "cancelled"
                     add_log(job.view, f"cancelled at step {job.view.step}")
+                job.view.checkpoint_step = checkpoint
                 job.view.version += 1
                 self._wake.notify_all()
+
+
+def _checkpoint_step(run_dir: str | None) -> int:
+    """The step of the run folder's checkpoint (0 when it has none)."""
+    import json
+
+    if not run_dir:
+        return 0
+    try:
+        return int(json.loads((Path(run_dir) / "checkpoint" / "meta.json").read_text())["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
 
 
 def _free_memory() -> None:

@@ -9,10 +9,11 @@ import html
 import math
 from dataclasses import dataclass, field
 
+from studio import events
 from studio.events import Finished, Preview, Progress, Started
 from studio.progress import format_eta
 
-ACTIVE = ("queued", "starting", "running", "stopping")
+ACTIVE = ("queued", "starting", "running", "exporting", "stopping")
 """Statuses of a job that has not ended."""
 ENDED = ("finished", "cancelled", "failed")
 """Statuses of a job that has ended (the same words as status.json)."""
@@ -58,6 +59,16 @@ class JobView:
     """Written files by kind (glb, obj, ply, turntable, ...) once finished."""
     error: str = ""
     """Why the job failed."""
+    export_stage: str = ""
+    """The export stage in progress (extract mesh, unwrap UVs, ...), while exporting."""
+    export_index: int = 0
+    """1-based number of that stage."""
+    export_count: int = 0
+    """Stages of this export."""
+    export_seconds: float = 0.0
+    """Seconds the export has taken so far."""
+    checkpoint_step: int = 0
+    """The step of the newest checkpoint on disk (a cancelled or failed run resumes from it; 0 = none)."""
     version: int = 0
     """Bumped on every change, so the page redraws only what changed."""
 
@@ -89,6 +100,12 @@ def apply_event(view: JobView, ev, log_every: int = 10) -> JobView:
     elif isinstance(ev, Preview):
         if ev.path is not None:
             view.preview_path, view.preview_step = str(ev.path), ev.step
+    elif isinstance(ev, getattr(events, "Exporting", ())):
+        if view.status != "stopping":
+            view.status = "exporting"
+        view.export_stage, view.export_index, view.export_count = ev.stage, ev.index, ev.count
+        view.export_seconds = ev.seconds
+        add_log(view, f"export {ev.index}/{ev.count}: {ev.stage}")
     elif isinstance(ev, Finished):
         view.status = "finished"
         view.run_dir = str(ev.run_dir)
@@ -109,13 +126,22 @@ def status_text(view: JobView | None) -> str:
         return "Starting: loading the model..."
     if view.status == "running":
         return f"Running: step {view.step}/{view.total}."
+    if view.status == "exporting":
+        return f"Exporting: {view.export_stage} ({view.export_index}/{view.export_count}) after {view.total} steps."
     if view.status == "stopping":
-        return "Stopping..."
+        return "Stopping after the current step..."
     if view.status == "finished":
         return f"Finished: {view.total} steps. Files are below."
+    resumable = " Resume continues it from its checkpoint." if can_resume(view) else ""
     if view.status == "cancelled":
-        return f"Cancelled at step {view.step}/{view.total or '?'}."
-    return f"Failed: {view.error or 'see the log'}"
+        return f"Cancelled at step {view.step}/{view.total or '?'}.{resumable}"
+    return f"Failed: {view.error or 'see the log'}{resumable}"
+
+
+def can_resume(view: JobView | None) -> bool:
+    """Whether the job ended early with a checkpoint to continue from."""
+    return (view is not None and view.status in ("cancelled", "failed") and view.run_dir is not None
+            and view.checkpoint_step > 0)
 
 
 def progress_html(view: JobView | None) -> str:
@@ -127,7 +153,11 @@ def progress_html(view: JobView | None) -> str:
         fraction = 1.0
     label = f"{view.step}/{view.total or '?'}"
     detail = ""
-    if view.status in ("running", "stopping") and view.step:
+    if view.status == "exporting" and view.export_count:  # the bar now counts export stages
+        fraction = (view.export_index - 1) / view.export_count
+        label = f"export {view.export_index}/{view.export_count}"
+        detail = f"{view.export_stage} · {view.export_seconds:.0f} s so far"
+    elif view.status in ("running", "stopping") and view.step:
         detail = f"{view.rate:.2f} it/s · ETA {format_eta(view.eta)}"
     elif view.status == "queued" and view.queue_position:
         detail = f"queue position {view.queue_position}"
@@ -161,4 +191,4 @@ def loss_points(view: JobView | None, max_points: int = MAX_PLOT_POINTS) -> list
 
 def can_stop(view: JobView | None) -> bool:
     """Whether the Stop button does anything."""
-    return view is not None and view.status in ("queued", "starting", "running")
+    return view is not None and view.status in ("queued", "starting", "running", "exporting")
