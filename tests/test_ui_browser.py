@@ -265,9 +265,7 @@ def test_batch_reexport_and_run_again(server, browser):
     page.locator("#steps input").fill("20")  # pasted batch prompts take the Generate tab's settings
     page.get_by_role("tab", name="Batch").click()
     prompts = "a small cube\n# a comment\na small ball\n"
-    page.locator("#batch-prompts textarea").fill(prompts)  # at once: the tab is drawn with the page
-    time.sleep(1)
-    expect(page.locator("#batch-prompts textarea")).to_have_value(prompts)
+    fill_once_drawn(page, "#batch-prompts textarea", prompts)  # drawn with the page, but reset once under load
     page.locator("#batch-run").click()
     expect(page.locator("#batch-message")).to_contain_text("Queued 2 job(s).")
     page.wait_for_function("() => (document.querySelector('#batch-table').innerText.match(/finished/g) || []).length == 2")

@@ -132,7 +132,7 @@ class Handlers:
             session = self._set_job(session, job=self.manager.submit(cfg, session=session["id"], owner=user))
         except Exception as e:  # noqa: BLE001 - any bad input is shown, the page stays up
             return session, error_message(e), _skip()
-        return session, _notes_markdown(notes, "Queued."), _timer(True)
+        return session, _notes_markdown(notes, ""), _timer(True)  # the status line says "Queued"; this is for warnings
 
     @staticmethod
     def prompt_notes(prompt: str, model: str = "") -> list[str]:
