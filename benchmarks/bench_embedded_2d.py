@@ -23,9 +23,9 @@ from PIL import Image
 
 from representations.shading import Shading, light_near_camera
 from studio.sampling import CameraConfig, sample_cameras
-from studio.quality import door_score  # noqa: F401 - shared with the 3D benchmark
-from studio.world import World, get_object
-from studio.world.render import render_object
+from measure.metrics import door_score  # noqa: F401 - shared with the 3D benchmark
+from world import World, get_object
+from world.render import render_object
 
 
 

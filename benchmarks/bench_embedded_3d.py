@@ -24,12 +24,12 @@ from representations.shading import Shading, front_light
 from studio.config import build_config
 from studio.events import Finished
 from studio.paths import EMBEDDED_MODEL, shown
-from studio.quality import (best_yaw_iou, mean_surface_color, nearest_color, object_frame, scene_occupancy,
+from measure.metrics import (best_yaw_iou, mean_surface_color, nearest_color, object_frame, scene_occupancy,
                             size_free_iou)
 from studio.reexport import load_scene
 from studio.run import run
-from studio.world import World, get_object
-from studio.world.render import render_object
+from world import World, get_object
+from world.render import render_object
 
 DEFAULT = ["cube:red", "sphere:blue", "cone:green", "torus:yellow"]
 

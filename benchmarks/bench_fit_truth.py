@@ -20,11 +20,11 @@ import torch
 import representations
 from representations.base import for_image_fitting
 from studio.config import build_config
-from studio.quality import best_yaw_iou, scene_occupancy
+from measure.metrics import best_yaw_iou, scene_occupancy
 from studio.run import sample_shading
 from studio.sampling import sample_cameras
-from studio.world import World, get_object
-from studio.world.render import render_object
+from world import World, get_object
+from world.render import render_object
 
 
 def fit(kind: str, shape: str, color: str, steps: int, seed: int) -> tuple[torch.nn.Module, float]:

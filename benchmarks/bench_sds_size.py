@@ -25,9 +25,9 @@ from representations.cameras import view_angles
 from representations.shading import Shading, light_near_camera
 from studio.paths import EMBEDDED_MODEL, shown
 from studio.sampling import CameraConfig, sample_cameras, view_name
-from studio.world import World, get_object
-from studio.world.objects import BOUND_RADIUS, SDFObject
-from studio.world.render import render_object
+from world import World, get_object
+from world.objects import BOUND_RADIUS, SDFObject
+from world.render import render_object
 
 
 @dataclass

@@ -165,6 +165,11 @@ class Representation(nn.Module):
         """A coloured triangle mesh of the surface (see representations/extract.py for volumes)."""
         raise NotImplementedError
 
+    def splat_tensors(self) -> dict[str, Tensor] | None:
+        """The scene as 3D Gaussians for a 3DGS PLY (detached tensors named as in studio/splat.py), or None for a
+        scene that is not made of Gaussians. The run loop and the export ask this, never the class."""
+        return None
+
     # -- state -------------------------------------------------------------------------------
     def state_tensors(self) -> dict[str, Tensor]:
         """Everything needed to restore the scene (parameters, buffers, optimiser moments)."""

@@ -62,10 +62,6 @@ def build_parser() -> argparse.ArgumentParser:
     from ui.server import add_arguments as add_ui_arguments  # noqa: torch- and gradio-free; the flags live with the UI
 
     add_ui_arguments(u)
-
-    from .bench.cli import add_parser as add_bench_parser
-
-    add_bench_parser(sub)
     return parser
 
 
@@ -152,13 +148,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
     return ui_main(args)
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    from .bench.cli import main as bench_main
-
-    return bench_main(args)
-
-
-COMMANDS = {"generate": cmd_generate, "resume": cmd_resume, "batch": cmd_batch, "export": cmd_export, "ui": cmd_ui, "bench": cmd_bench}
+COMMANDS = {"generate": cmd_generate, "resume": cmd_resume, "batch": cmd_batch, "export": cmd_export, "ui": cmd_ui}
 
 
 def main(argv: list[str] | None = None) -> int:

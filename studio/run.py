@@ -374,7 +374,7 @@ def export_assets_atomically(cfg: RunConfig, scene,
 def export_plan(cfg: RunConfig, scene) -> list[str]:
     """The stages `export_assets` runs for `cfg` and `scene`, in order (a scene without a surface skips the mesh
     stages after "extract mesh" and the mesh writes)."""
-    splat = [write_stage("splat")] if hasattr(scene, "splat_tensors") else []
+    splat = [write_stage("splat")] if scene.splat_tensors() is not None else []
     turntable = [TURNTABLE] if cfg.export.turntable_frames else []
     return [*mesh_plan(cfg.export), *map(write_stage, cfg.export.formats), *splat, *turntable]
 
@@ -387,7 +387,7 @@ def export_assets(cfg: RunConfig, scene, run_dir: Path) -> Stages[tuple[dict[str
     assets: dict[str, Path] = {}
     if prepared.mesh is not None:
         assets.update((yield from write_formats_stages(prepared, scene, cfg.export.formats, run_dir)))
-    if hasattr(scene, "splat_tensors"):  # Gaussians: the 3DGS PLY that splat viewers read
+    if scene.splat_tensors() is not None:  # Gaussians: the 3DGS PLY that splat viewers read
         from .splat import write_splat_ply
 
         yield write_stage("splat")

@@ -1,6 +1,6 @@
 """Random camera sampling and view-dependent prompts (DreamFusion-style).
 
-The same distribution renders the embedded model's training data (studio/embedded) and drives
+The same distribution renders the embedded model's training data (training/) and drives
 distillation, so the diffusion model sees at train time what it is shown at distillation time.
 """
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """What a model folder's captions contain (its `vocabulary.json`), and prompt checks for the CLI and the web UI.
 
-Torch-free and world-free: the embedded model's tooling (`studio/embedded/vocabulary_json.py`, called by
-`studio.embedded.export`) writes `vocabulary.json` from the procedural world (studio/world) when it exports the
+Torch-free and world-free: the embedded model's tooling (`training/vocabulary_json.py`, called by
+`training.export`) writes `vocabulary.json` from the procedural world (world/) when it exports the
 model; the runtime only reads the file. A folder without it (e.g. a user's Stable Diffusion folder) has no
 vocabulary: `Vocabulary.load` returns None and only the token-length check applies (`prompt_token_warning`,
 for any model).

@@ -1,4 +1,4 @@
-"""The quality benchmark's measures (checked on ground-truth objects) and `studio bench` end to end."""
+"""The quality benchmark's measures (checked on ground-truth objects) and `studio-bench` end to end."""
 import json
 import math
 from pathlib import Path
@@ -9,14 +9,14 @@ import torch
 
 from representations.cameras import Cameras
 from representations.shading import Shading
-from studio import quality as q
-from studio.bench import quality as bq
-from studio.bench import report
-from studio.cli import main
-from studio.color import ciede2000, delta_e_rgb, srgb_to_lab
-from studio.world import get_object
-from studio.world.objects import House, SDFObject
-from studio.world.render import render_object
+from measure import metrics as q
+from measure import quality as bq
+from measure import report
+from measure.cli import main
+from measure.color import ciede2000, delta_e_rgb, srgb_to_lab
+from world import get_object
+from world.objects import House, SDFObject
+from world.render import render_object
 
 
 def test_ciede2000_matches_published_pairs():
@@ -141,13 +141,13 @@ def test_splice_replaces_only_its_section(tmp_path):
 
 
 def test_bench_quality_unknown_kind_is_a_user_error(capsys, tmp_path):
-    assert main(["bench", "quality", "--representations", "octree", "--out", str(tmp_path)]) == 2
+    assert main(["quality", "--representations", "octree", "--out", str(tmp_path)]) == 2
     assert "unknown representation 'octree'" in capsys.readouterr().err
 
 
 def test_bench_quality_end_to_end_writes_tables_and_resumes(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    args = ["bench", "quality", "--quick", "--representations", "nerf", "--distillations", "sds", "--steps", "2",
+    args = ["quality", "--quick", "--representations", "nerf", "--distillations", "sds", "--steps", "2",
             "--workers", "1",
             "--model", "tiny-random", "--out", str(tmp_path / "q"), "--doc", str(tmp_path / "bench.md"),
             "--set", "camera.resolution=32", "--set", "export.mesh_resolution=24", "--set", "export.turntable_frames=0",
@@ -174,7 +174,7 @@ def test_bench_quality_end_to_end_writes_tables_and_resumes(tmp_path, capsys, mo
 
 def test_bench_quality_parallel_workers_run_every_job_once(tmp_path, capsys):
     """--quick's default: two single-threaded worker processes; every job lands once, and a rerun resumes."""
-    args = ["bench", "quality", "--quick", "--representations", "nerf", "--distillations", "sds", "--steps", "2",
+    args = ["quality", "--quick", "--representations", "nerf", "--distillations", "sds", "--steps", "2",
             "--seeds", "0", "1", "--model", "tiny-random", "--out", str(tmp_path / "q"),
             "--set", "camera.resolution=32", "--set", "export.mesh_resolution=24", "--set", "export.turntable_frames=0"]
     assert main(args) == 0
@@ -187,7 +187,7 @@ def test_bench_quality_parallel_workers_run_every_job_once(tmp_path, capsys):
 
 
 def test_bench_quality_rejects_zero_workers(tmp_path, capsys):
-    assert main(["bench", "quality", "--workers", "0", "--out", str(tmp_path)]) == 2
+    assert main(["quality", "--workers", "0", "--out", str(tmp_path)]) == 2
     assert "--workers must be at least 1" in capsys.readouterr().err
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from studio.embedded.autoencoder import AEConfig, ae_loss, build_vae, deepen
-from studio.embedded.diffusion import parse_oversample, shape_weights
+from training.autoencoder import AEConfig, ae_loss, build_vae, deepen
+from training.diffusion import parse_oversample, shape_weights
 
 
 def _randomised_vae(cfg: AEConfig):

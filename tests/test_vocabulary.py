@@ -19,16 +19,16 @@ def vocab() -> Vocabulary:
 
 
 def test_shipped_file_equals_what_the_world_writes_now():
-    from studio.embedded.vocabulary_json import vocabulary_text
-    from studio.world import World
+    from training.vocabulary_json import vocabulary_text
+    from world import World
 
     shipped = (EMBEDDED_MODEL / VOCABULARY_FILE).read_text(encoding="utf-8")
     assert shipped == vocabulary_text(World.load()), (
-        "vocabulary.json is out of date: python -m studio.embedded.vocabulary_json --out assets/models/primitives-v4")
+        "vocabulary.json is out of date: python -m training.vocabulary_json --out assets/models/primitives-v4")
 
 
 def test_file_round_trips_and_agrees_with_the_world(vocab):
-    from studio.world import World
+    from world import World
 
     world = World.load()
     assert vocab.to_json() == (EMBEDDED_MODEL / VOCABULARY_FILE).read_text(encoding="utf-8")
@@ -76,7 +76,7 @@ def test_relation_words(prompt, found):
 
 
 def test_synonyms_map_to_canonical_names(vocab):
-    from studio.world import World
+    from world import World
 
     world = World.load()
     for shape, words in world.shapes.items():

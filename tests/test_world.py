@@ -8,9 +8,9 @@ import torch
 
 from representations.cameras import orbit_cameras
 from representations.shading import Shading, front_light
-from studio.world import OBJECTS, World, get_object
-from studio.world.objects import BOUND_RADIUS, House
-from studio.world.render import render_object
+from world import OBJECTS, World, get_object
+from world.objects import BOUND_RADIUS, House
+from world.render import render_object
 
 
 def _cams(az: list[float], el: float = 10.0, size: int = 32):

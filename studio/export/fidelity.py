@@ -7,6 +7,30 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from representations.cameras import Cameras, orbit_cameras
+from representations.shading import Shading, front_light
+
+
+def eval_cameras(size: int = 64, n: int = 8) -> Cameras:
+    """2n held-out views: two rings (elevation 10 and 35 degrees), azimuths offset from the preview ring."""
+    az = torch.arange(n, dtype=torch.float32) * (360.0 / n) + 180.0 / n
+    az = torch.cat([az, az]) % 360
+    az = torch.where(az > 180, az - 360, az)
+    el = torch.cat([torch.full((n,), 10.0), torch.full((n,), 35.0)])
+    return orbit_cameras(az, el, torch.full((2 * n,), 2.6), torch.full((2 * n,), 47.5), size, size)
+
+
+@torch.no_grad()
+def render_albedo(scene, cams: Cameras, chunk: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+    """(albedo [B, 3, H, W] over white, alpha [B, 1, H, W]) of a representation, unlit."""
+    rgb, alpha = [], []
+    for i in range(0, len(cams), chunk):
+        c = cams[i:i + chunk]
+        out = scene.render(c, Shading(front_light(c.position), "albedo"))
+        rgb.append(out.rgb.float().cpu())
+        alpha.append(out.alpha.float().cpu())
+    return torch.cat(rgb), torch.cat(alpha)
+
 
 @torch.no_grad()
 def render_mesh_albedo(vertices: np.ndarray, faces: np.ndarray, cams, uvs: np.ndarray | None = None,
@@ -59,8 +83,6 @@ def compare(mesh_rgb: Tensor, mesh_alpha: Tensor, ref_rgb: Tensor, ref_alpha: Te
 def fidelity(scene, vertices: np.ndarray, faces: np.ndarray, uvs: np.ndarray | None, texture: np.ndarray | None,
              colors: np.ndarray | None, views: int, size: int) -> dict[str, float]:
     """Compare the mesh (vertices [V, 3] in the scene frame) with the scene on 2 * `views` evaluation views."""
-    from studio.quality import eval_cameras, render_albedo
-
     cams = eval_cameras(size, views)
     was_training = scene.training
     scene.eval()

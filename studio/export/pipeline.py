@@ -131,7 +131,7 @@ def check_writable(prepared: Prepared | None, scene, fmt: str) -> None:
     """UserError naming the fix when format `fmt` cannot be written: splat without Gaussians, a mesh format
     without a mesh."""
     if fmt in SCENE_FORMATS:
-        if not hasattr(scene, "splat_tensors"):
+        if scene.splat_tensors() is None:
             raise UserError(f"--format splat needs a Gaussian scene; this run's representation "
                             f"({scene.cfg.kind}) has none; use --format glb, obj or ply")
     elif prepared is None or prepared.mesh is None:

@@ -1,6 +1,6 @@
 """Render the embedded model's training set from the procedural world.
 
-    python -m studio.embedded.data --out data/embedded --train 24000 --val 1200 --seed 0
+    python -m training.data --out data/embedded --train 24000 --val 1200 --seed 0
 
 Each image: a random (shape, colour) pair of the World, a camera from studio.sampling.sample_cameras(CameraConfig())
 (64x64, the studio default), a random light from light_near_camera with a random spread (more light variety than
@@ -21,8 +21,8 @@ import torch
 from representations.cameras import view_angles
 from representations.shading import Shading, light_near_camera
 from studio.sampling import CameraConfig, sample_cameras, view_name
-from studio.world import World, get_object
-from studio.world.render import render_object
+from world import World, get_object
+from world.render import render_object
 
 
 @dataclass

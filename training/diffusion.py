@@ -1,6 +1,6 @@
 """Train the embedded model's text-conditioned UNet (and its small CLIP text encoder) on frozen-AE latents.
 
-    python -m studio.embedded.diffusion --data data/embedded --vae runs/embedded/vae/final \
+    python -m training.diffusion --data data/embedded --vae runs/embedded/vae/final \
         --out runs/embedded/diffusion --minutes 75 --seed 0
 
 SD's recipe at small scale: scaled-linear betas 0.00085..0.012 over 1000 steps, epsilon prediction, 10% caption
@@ -24,10 +24,10 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from studio.embedded.common import AdaptiveThreads, Budget, cosine_lr, log_jsonl, save_atomic, uint8_to_unit
-from studio.embedded.data import load_split
+from training.common import AdaptiveThreads, Budget, cosine_lr, log_jsonl, save_atomic, uint8_to_unit
+from training.data import load_split
 from studio.sampling import view_name
-from studio.world import World
+from world import World
 
 
 @dataclass

@@ -2,7 +2,7 @@
 IoU over held-out views, foreground colour error (CIEDE2000) and a multi-face ("Janus") score.
 
 Ground truth and result are aligned by the yaw found by `best_yaw_iou`: the result at point p is compared with
-the true object at rotate_y(p, yaw). Used by `studio bench quality` and benchmarks/bench_embedded_3d.py.
+the true object at rotate_y(p, yaw). Used by `studio-bench quality` and benchmarks/bench_embedded_3d.py.
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from representations.cameras import Cameras, orbit_cameras
 from representations.extract import choose_level, sample_volume
 from representations.mesh import Mesh
 from representations.shading import Shading, front_light
+from studio.export.fidelity import eval_cameras, render_albedo  # noqa: F401 - the export check's views, shared
 
 LUMA = torch.tensor([0.299, 0.587, 0.114])
 
@@ -94,30 +95,9 @@ def object_frame(cams: Cameras, yaw_deg: float) -> Cameras:
     return Cameras(yaw_matrix(yaw_deg).to(cams.c2w) @ cams.c2w, cams.fov_y, cams.height, cams.width)
 
 
-def eval_cameras(size: int = 64, n: int = 8) -> Cameras:
-    """2n held-out views: two rings (elevation 10 and 35 degrees), azimuths offset from the preview ring."""
-    az = torch.arange(n, dtype=torch.float32) * (360.0 / n) + 180.0 / n
-    az = torch.cat([az, az]) % 360
-    az = torch.where(az > 180, az - 360, az)
-    el = torch.cat([torch.full((n,), 10.0), torch.full((n,), 35.0)])
-    return orbit_cameras(az, el, torch.full((2 * n,), 2.6), torch.full((2 * n,), 47.5), size, size)
-
-
-@torch.no_grad()
-def render_albedo(scene, cams: Cameras, chunk: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
-    """(albedo [B, 3, H, W] over white, alpha [B, 1, H, W]) of a representation, unlit."""
-    rgb, alpha = [], []
-    for i in range(0, len(cams), chunk):
-        c = cams[i:i + chunk]
-        out = scene.render(c, Shading(front_light(c.position), "albedo"))
-        rgb.append(out.rgb.float().cpu())
-        alpha.append(out.alpha.float().cpu())
-    return torch.cat(rgb), torch.cat(alpha)
-
-
 def truth_albedo(obj, color: tuple[float, float, float], cams: Cameras) -> tuple[torch.Tensor, torch.Tensor]:
     """(albedo [B, 3, H, W] over white, alpha [B, 1, H, W]) of a world object, unlit."""
-    from studio.world.render import render_object
+    from world.render import render_object
 
     out = render_object(obj, color, cams, Shading(front_light(cams.position), "albedo"))
     return out.rgb, out.alpha

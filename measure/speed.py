@@ -1,4 +1,4 @@
-"""`studio bench speed`: per-op timings, each fast op beside its reference in the same run, as ratios.
+"""`studio-bench speed`: per-op timings, each fast op beside its reference in the same run, as ratios.
 
 - every representation of the registry: render forward + backward at each size (the run loop's shading);
 - every distillation of the registry: one step on a fixed image (render excluded), its UNet evaluations
@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PAIRS: dict[str, str] = {
-    "hash grid + MLP (NeRF field), 64k points": "studio.bench.speed:hash_mlp_pair",
-    "Gaussian splatter, 2k Gaussians, 64²": "studio.bench.speed:splat_pair",
+    "hash grid + MLP (NeRF field), 64k points": "measure.speed:hash_mlp_pair",
+    "Gaussian splatter, 2k Gaussians, 64²": "measure.speed:splat_pair",
 }
 """Explicit registry of (fast, reference) op pairs: name -> 'module:function' returning a `Pair`."""
 

@@ -1,6 +1,6 @@
 """Train the embedded model's autoencoder: a diffusers AutoencoderKL, 64x64x3 -> 4x16x16 (4x downsampling).
 
-    python -m studio.embedded.autoencoder --data data/embedded --out runs/embedded/vae --minutes 25 --seed 0
+    python -m training.autoencoder --data data/embedded --out runs/embedded/vae --minutes 25 --seed 0
 
 Loss (colour-aware, the prototype's greys turned green and reds brown): per-pixel L1 + MSE in RGB with object
 pixels weighted up (the object is ~20% of the image), plus a per-image mean-colour term over the object's pixels,
@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL
 
-from studio.embedded.common import AdaptiveThreads, Budget, cosine_lr, log_jsonl, save_atomic, uint8_to_unit
-from studio.embedded.data import load_split
+from training.common import AdaptiveThreads, Budget, cosine_lr, log_jsonl, save_atomic, uint8_to_unit
+from training.data import load_split
 
 
 @dataclass

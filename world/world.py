@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from studio.sampling import VIEW_SUFFIXES
-from studio.world.objects import OBJECTS
+from world.objects import OBJECTS
 
 CAPTIONS_FILE = Path(__file__).with_name("captions.toml")
 CANONICAL_TEMPLATE = "a {color} {shape}"

@@ -12,7 +12,7 @@ from torch import Tensor
 from representations.base import RenderOut
 from representations.cameras import Cameras
 from representations.shading import Shading, shade
-from studio.world.objects import BOUND_RADIUS, SDFObject
+from world.objects import BOUND_RADIUS, SDFObject
 
 
 def _bound_interval(o: Tensor, d: Tensor, radius: float) -> tuple[Tensor, Tensor, Tensor]:

@@ -1,11 +1,11 @@
 """Export the trained embedded model as a diffusers StableDiffusionPipeline folder.
 
-    python -m studio.embedded.export --vae runs/embedded/vae/final --diffusion runs/embedded/diffusion \
+    python -m training.export --vae runs/embedded/vae/final --diffusion runs/embedded/diffusion \
         --out assets/models/primitives-v4
 
 Writes model_index.json, unet/, vae/, text_encoder/, tokenizer/ (distillation.tokenizer.write_clip_tokenizer
 with World.vocabulary()), scheduler/ (DDIM with SD's schedule), all weights as fp32 safetensors, and
-vocabulary.json (studio.embedded.vocabulary_json: the world's shapes, colours and caption words, read by
+vocabulary.json (training.vocabulary_json: the world's shapes, colours and caption words, read by
 studio.vocabulary), then checks that the folder loads with StableDiffusionPipeline.from_pretrained and
 distillation.guidance.Guidance.
 """
@@ -20,9 +20,9 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline
 from transformers import CLIPTokenizer
 
-from studio.embedded.diffusion import DiffusionConfig, build_text_encoder, build_unet
-from studio.embedded.vocabulary_json import write_vocabulary
-from studio.world import World
+from training.diffusion import DiffusionConfig, build_text_encoder, build_unet
+from training.vocabulary_json import write_vocabulary
+from world import World
 
 MAX_MB = 50.0
 

@@ -1,4 +1,6 @@
-"""Argument parsing and the two `studio bench` commands. Importing this module does not import torch."""
+"""`studio-bench`: the quality and speed benchmarks' command line. Importing this module does not import torch.
+
+Tooling, not the app: the `studio` command knows nothing of it (tests/test_architecture.py)."""
 from __future__ import annotations
 
 import argparse
@@ -8,9 +10,9 @@ from pathlib import Path
 DEFAULT_OUT = Path("out/bench")
 
 
-def add_parser(sub) -> None:
-    """Add `bench quality` and `bench speed` under the `studio` subcommands."""
-    p = sub.add_parser("bench", help="benchmarks: 3D quality against ground truth, and speed")
+def build_parser() -> argparse.ArgumentParser:
+    """`studio-bench quality` and `studio-bench speed`."""
+    p = argparse.ArgumentParser(prog="studio-bench", description="benchmarks: 3D quality against ground truth, and speed")
     bsub = p.add_subparsers(dest="bench", required=True)
     q = bsub.add_parser("quality", help="every representation x distillation (PGC on/off), measured against the "
                                         "true objects of the embedded model's world")
@@ -34,10 +36,28 @@ def add_parser(sub) -> None:
     s.add_argument("--model", default="", help="guidance model for the distillation steps (default: embedded)")
     s.add_argument("--threads", type=int, default=2)
     s.add_argument("--doc", type=Path, help="also update this markdown file's speed section")
+    return p
 
 
-def main(args: argparse.Namespace) -> int:
-    return {"quality": cmd_quality, "speed": cmd_speed}[args.bench](args)
+def main(argv: list[str] | None = None) -> int:
+    """Run a benchmark; bad input gets one line naming the fix and exit code 2 (as the `studio` command)."""
+    from studio.cli import is_user_error
+
+    args = build_parser().parse_args(argv)
+    try:
+        return {"quality": cmd_quality, "speed": cmd_speed}[args.bench](args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - user errors become one line; bugs keep their traceback
+        if is_user_error(e):
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())
 
 
 def default_workers(quick: bool) -> int:
@@ -55,7 +75,7 @@ def cmd_quality(args: argparse.Namespace) -> int:
     import distillation
     import representations
     from studio.errors import UserError
-    from studio.world import World
+    from world import World
 
     from . import quality, report
 
@@ -76,7 +96,7 @@ def cmd_quality(args: argparse.Namespace) -> int:
     print(f"{len(jobs)} jobs -> {out} ({workers} at a time)", file=sys.stderr)
     rows = quality.run_quality(jobs, out, preset, args.steps, args.model, args.overrides,
                                on_row=lambda line: print(line, file=sys.stderr, flush=True), workers=workers)
-    title = f"### {'Quick' if args.quick else 'Full'} quality benchmark (`studio bench quality{' --quick' if args.quick else ''}`)"
+    title = f"### {'Quick' if args.quick else 'Full'} quality benchmark (`studio-bench quality{' --quick' if args.quick else ''}`)"
     note = (f"Preset: {preset or 'defaults'}; seeds {args.seeds}; {len(jobs)} jobs, {workers} at a time"
             f"{' (one torch thread each; wall times measured under that shared load)' if workers > 1 else ''}.")
     md = report.markdown(rows, title, note)
@@ -102,7 +122,7 @@ def cmd_speed(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     rows = speed.bench_pairs(args.repeats) + speed.bench_renders(args.sizes, args.repeats)
     rows += speed.bench_distillations(args.model, min(args.sizes), args.repeats) + speed.bench_export(args.repeats)
-    md = speed.markdown(rows, "### Per-op speed (`studio bench speed`)")
+    md = speed.markdown(rows, "### Per-op speed (`studio-bench speed`)")
     if args.doc:
         report.splice(args.doc, "bench-speed", md)
         import json

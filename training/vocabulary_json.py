@@ -1,8 +1,8 @@
-"""Write an embedded model folder's vocabulary.json from the procedural world (studio/world/captions.toml).
+"""Write an embedded model folder's vocabulary.json from the procedural world (world/captions.toml).
 
-    python -m studio.embedded.vocabulary_json --out assets/models/primitives-v4
+    python -m training.vocabulary_json --out assets/models/primitives-v4
 
-`studio.embedded.export` calls `write_vocabulary` for every exported folder; the runtime reads the file with
+`training.export` calls `write_vocabulary` for every exported folder; the runtime reads the file with
 `studio.vocabulary.Vocabulary.load` and never imports the world. tests/test_vocabulary.py checks that the shipped
 file equals `vocabulary_text(World.load())`, so the two cannot drift: after editing captions.toml, rerun this.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from studio.sampling import VIEW_SUFFIXES, view_prompt
 from studio.vocabulary import FORMAT, VOCABULARY_FILE, spread_pairs
-from studio.world.world import CANONICAL_TEMPLATE, World
+from world.world import CANONICAL_TEMPLATE, World
 
 EXAMPLES_IN_FILE = 12
 """How many canonical example captions the file lists (two per shape with the six shapes)."""

@@ -1,4 +1,4 @@
-"""`studio bench quality`: every representation x distillation (PGC on/off) on captions of the world, measured
+"""`studio-bench quality`: every representation x distillation (PGC on/off) on captions of the world, measured
 against the true 3D object.
 
 Each job is one ordinary studio run (`studio.run.run`, the preset's settings, a fixed seed) followed by
@@ -62,7 +62,7 @@ def plan_jobs(quick: bool, representations: list[str], distillations: list[str],
 def job_config(job: QualityJob, preset: str | None, steps: int | None, model: str, overrides: list[str]):
     """The RunConfig of a job: preset, then the job's choices, then explicit overrides."""
     from studio.config import build_config, preset_layer
-    from studio.world import World
+    from world import World
 
     layers = [preset_layer(preset)] if preset else []
     flags: dict = {"prompt": World.load().canonical_caption(job.shape, job.color), "seed": job.seed,
@@ -99,13 +99,13 @@ def run_job(job: QualityJob, out: Path, preset: str | None = "fast", steps: int 
 
 
 def evaluate_run(run_dir: Path, shape: str, color: str, resolution: int = 64) -> dict:
-    """Quality of a finished run against the world's `shape` in `color` (see studio/quality.py)."""
+    """Quality of a finished run against the world's `shape` in `color` (see measure/metrics.py)."""
     import torch
 
-    from studio import quality as q
-    from studio.color import delta_e_rgb
+    from measure import metrics as q
+    from measure.color import delta_e_rgb
     from studio.reexport import load_scene
-    from studio.world import World, get_object
+    from world import World, get_object
 
     world = World.load()
     cfg, scene = load_scene(run_dir)
