@@ -69,6 +69,11 @@ def _convert(hint: Any, value: Any, path: str, resolver: Resolver | None) -> Any
             except ConfigError as e:
                 errors.append(str(e))
         raise ConfigError(errors[0] if errors else f"{path}: invalid value {value!r}")
+    if origin is typing.Literal:
+        choices = typing.get_args(hint)
+        if value not in choices or isinstance(value, bool) != any(isinstance(c, bool) for c in choices):
+            raise ConfigError(f"{path} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+        return value
     if dataclasses.is_dataclass(hint):
         if hasattr(hint, "const") and isinstance(value, (int, float)) and not isinstance(value, bool):
             return hint.const(float(value))  # a Ramp written as a plain number

@@ -93,3 +93,19 @@ def test_generated_config_reference_is_current():
     root = Path(__file__).resolve().parents[1]
     out = subprocess.run([sys.executable, "scripts/gen_docs.py", "--check"], cwd=root, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
+
+
+def test_literal_fields_accept_only_their_choices():
+    from dataclasses import dataclass
+    from typing import Literal
+
+    from studio.errors import ConfigError
+    from studio.tomlcodec import from_dict
+
+    @dataclass
+    class Section:
+        mode: Literal["albedo", "lambertian"] = "albedo"
+
+    assert from_dict(Section, {"mode": "lambertian"}).mode == "lambertian"
+    with pytest.raises(ConfigError, match=r"mode must be one of 'albedo', 'lambertian', got 'shiny'"):
+        from_dict(Section, {"mode": "shiny"})
