@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run a benchmark; bad input gets one line naming the fix and exit code 2 (as the `studio` command)."""
-    from studio.cli import is_user_error
+    from studio.errors import is_user_error
 
     args = build_parser().parse_args(argv)
     try:

@@ -51,14 +51,12 @@ def _toml_jobs(text: str, path: Path) -> list[dict]:
 
 def build_job_configs(jobs: list[dict]) -> list:
     """Validate every job up front (so a typo in job 7 fails before job 1 runs)."""
-    from .cli import job_layers
-    from .config import build_config
+    from .jobs import job_config
 
     configs = []
     for i, job in enumerate(jobs, 1):
-        args = {**job, "overrides": job.get("set", [])}
         try:
-            configs.append(build_config(*job_layers(args)))
+            configs.append(job_config({**job, "overrides": job.get("set", [])}))
         except UserError as e:
             raise ConfigError(f"job {i}: {e}") from None
     return configs

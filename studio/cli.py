@@ -1,4 +1,5 @@
-"""The `studio` command. Importing this module (and `studio --help`) does not import torch.
+"""The `studio` command: argument parsing and the commands, which call the app (configs are built by studio.jobs).
+Importing this module (and `studio --help`) does not import torch.
 
 Exit codes: 0 success, 1 a run failed, 2 bad input (one line on stderr, nothing written), 130 interrupted.
 """
@@ -8,13 +9,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from .errors import UserError
+from .errors import UserError, is_user_error
 
 DEFAULT_OUT = "out"
 
 
 def add_job_flags(p: argparse.ArgumentParser) -> None:
-    """Flags shared by `generate` (and mirrored by batch job keys)."""
+    """Generate's job flags (studio.jobs.job_layers reads them; batch job keys mirror them)."""
     p.add_argument("--representation", help="scene representation (e.g. nerf)")
     p.add_argument("--distillation", help="distillation loss (e.g. sds)")
     p.add_argument("--steps", type=int, help="optimisation steps")
@@ -65,38 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def job_layers(args: dict) -> tuple[list[dict], list[str]]:
-    """Config layers and --set overrides from generate flags / a batch job's keys."""
-    from .config import preset_layer, read_toml
-
-    layers: list[dict] = []
-    if args.get("preset"):
-        layers.append(preset_layer(args["preset"]))
-    if args.get("config"):
-        layers.append(read_toml(args["config"]))
-    flags: dict = {}
-    if args.get("prompt") is not None:
-        flags["prompt"] = args["prompt"]
-    for key in ("steps", "seed", "init_from"):
-        if args.get(key) is not None:
-            flags[key] = args[key]
-    if args.get("representation"):
-        flags["representation"] = {"kind": args["representation"]}
-    if args.get("distillation"):
-        flags["distillation"] = {"kind": args["distillation"]}
-    if args.get("model"):
-        flags["guidance"] = {"model": args["model"]}
-    layers.append(flags)
-    return layers, list(args.get("overrides") or [])
-
-
 def cmd_generate(args: argparse.Namespace) -> int:
-    from .config import build_config
+    from .jobs import job_config
     from .progress import run_with_progress
 
-    layers, overrides = job_layers(vars(args))
-    cfg = build_config(layers, overrides)
-    return print_finished(run_with_progress(cfg, args.out))
+    return print_finished(run_with_progress(job_config(vars(args)), args.out))
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -163,14 +137,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 2
         raise
-
-
-def is_user_error(e: BaseException) -> bool:
-    """UserError, or a guidance loading error (a ValueError raised for a bad --model)."""
-    if isinstance(e, UserError):
-        return True
-    mod = sys.modules.get("distillation.guidance")
-    return mod is not None and isinstance(e, getattr(mod, "GuidanceLoadError", ()))
 
 
 if __name__ == "__main__":

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import dataclasses
 import tomllib
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import tomli_w
 
@@ -18,7 +19,6 @@ import representations
 from distillation.base import DistillationConfig
 from distillation.pgc import PGCConfig
 from representations.base import RepresentationConfig
-from representations.shading import SHADING_MODES
 
 from . import paths
 from .errors import ConfigError
@@ -28,6 +28,8 @@ from .tomlcodec import from_dict, merge, parse_assignment, set_path, to_dict
 POLYMORPHIC = ("representation", "distillation")
 DEFAULT_KINDS = {"representation": "nerf", "distillation": "sds"}
 """The kinds used when no layer names one."""
+ExportFormat = Literal["glb", "obj", "ply"]
+"""The mesh formats a run writes: the keys of studio.export.FORMATS (tests/test_config.py checks they agree)."""
 
 
 @dataclass
@@ -55,9 +57,9 @@ class GuidanceConfig:
     model: str = ""
     """Local diffusers folder or hub id; empty = the embedded model shipped in assets/models."""
     device: str = "auto"
-    """'auto' (CUDA if present, else CPU), 'cpu' or 'cuda'."""
-    dtype: str = "auto"
-    """'auto' (fp32 on CPU, fp16 on CUDA), 'float32', 'float16' or 'bfloat16'."""
+    """'auto' (CUDA if present, else CPU) or a torch device: 'cpu', 'cuda', 'cuda:1'."""
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    """Weights' dtype; 'auto' = fp32 on CPU, fp16 on CUDA."""
 
 
 @dataclass
@@ -71,16 +73,15 @@ class LogConfig:
     preview_views: int = 4
     """Views in the preview grid, evenly spaced around the object."""
     checkpoint_every: int = 100
-    """Save a checkpoint every N steps (0 = only at the end and at a Stop), so a killed or crashed run can be
-    continued with `studio resume`; a save takes a few ms (docs/benchmarks.md, resume)."""
+    """Save a checkpoint every N steps for `studio resume` (0 = only at the end and at a Stop)."""
 
 
 @dataclass
 class ExportConfig:
     """What a finished run writes (docs/export.md): clean, textured meshes in metres, Y up, on the ground."""
 
-    formats: list[str] = field(default_factory=lambda: ["glb", "obj", "ply"])
-    """Mesh formats written at the end (glb, obj, ply)."""
+    formats: list[ExportFormat] = field(default_factory=lambda: ["glb", "obj", "ply"])
+    """Mesh formats written at the end."""
     mesh_resolution: int = 128
     """Grid resolution for mesh extraction."""
     faces: int = 20000
@@ -128,9 +129,7 @@ class RunConfig:
     seed: int = 0
     """Seed of every random choice in the run."""
     steps: int = 800
-    """Optimisation steps. 800 for the embedded model with the NeRF and SDS (2026-11-30, primitives-v4, 4 captions x
-    3 seeds, benchmarks/bench_embedded_3d.py): 3D IoU with the true shape, mean 0.80 and 11 of 12 >= 0.7 at 600,
-    0.81 and 12 of 12 (lowest 0.74) at 800; about 40 s on 2 CPU cores."""
+    """Optimisation steps (the measurements behind 800: docs/benchmarks.md)."""
     init_from: str = ""
     """A finished run directory whose scene initialises this one (coarse-to-fine), or "" to start fresh."""
     view_dependent_prompt: bool = True
@@ -239,6 +238,7 @@ def field_reference(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, 
     import textwrap
 
     docs = _field_docs(cls, ast, inspect, textwrap)
+    hints = typing.get_type_hints(cls)
     rows = []
     inst = cls()
     for f in dataclasses.fields(cls):
@@ -248,8 +248,17 @@ def field_reference(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, 
             rows.append((key, f"[{type(value).__name__}]", docs.get(f.name, "")))
             rows.extend(field_reference(type(value), key + "."))
         else:
-            rows.append((key, repr(to_dict(value)), docs.get(f.name, "")))
+            choices = _literal_choices(hints[f.name])
+            doc = docs.get(f.name, "") + (f" One of {', '.join(map(repr, choices))}." if choices else "")
+            rows.append((key, repr(to_dict(value)), doc.strip()))
     return rows
+
+
+def _literal_choices(hint: Any) -> tuple:
+    """The choices of a Literal[...] field, also inside list[...] or an Optional; () for any other type."""
+    if typing.get_origin(hint) is Literal:
+        return typing.get_args(hint)
+    return next((c for a in typing.get_args(hint) if (c := _literal_choices(a))), ())
 
 
 def _field_docs(cls, ast, inspect, textwrap) -> dict[str, str]:

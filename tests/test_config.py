@@ -109,3 +109,16 @@ def test_literal_fields_accept_only_their_choices():
     assert from_dict(Section, {"mode": "lambertian"}).mode == "lambertian"
     with pytest.raises(ConfigError, match=r"mode must be one of 'albedo', 'lambertian', got 'shiny'"):
         from_dict(Section, {"mode": "shiny"})
+
+
+def test_app_literal_choices_match_what_they_pick():
+    import typing
+
+    from studio.config import ExportFormat
+    from studio.export import FORMATS
+
+    assert typing.get_args(ExportFormat) == tuple(FORMATS)
+    with pytest.raises(ConfigError, match=r"export.formats must be one of 'glb', 'obj', 'ply', got 'fbx'"):
+        build_config([{"prompt": "a", "export": {"formats": ["glb", "fbx"]}}])
+    with pytest.raises(ConfigError, match=r"guidance.dtype must be one of 'auto', 'float32', 'float16', 'bfloat16'"):
+        build_config([{"prompt": "a"}], ["guidance.dtype=fp8"])

@@ -1,4 +1,4 @@
-"""The Generate form: its values -> a validated RunConfig, through the same layers and `--set` parser as the CLI.
+"""The Generate form: its values -> a validated RunConfig, through the app's job building (studio.jobs), as the CLI.
 
 Torch-free (the registries are read, not imported). Blank numeric fields mean "the preset's or the
 loss's default", so a preset's `steps` is not silently replaced by the form's.
@@ -113,7 +113,7 @@ def _int(value: float | None, name: str) -> int | None:
 
 
 def form_args(values: FormValues) -> dict:
-    """The form as the CLI's generate flags (the dict studio.cli.job_layers reads)."""
+    """The form as generate's job flags (the dict studio.jobs.job_layers reads)."""
     _finite(values)
     preset = values.preset if values.preset and values.preset != "none" else None
     return {
@@ -164,14 +164,12 @@ def build_run_config(values: FormValues, prompt: str | None = None, base: tuple[
     fields < advanced box. `prompt` replaces the form's prompt (used by the Batch tab, whose jobs take the
     Generate tab's settings).
     """
-    from studio.cli import job_layers
-    from studio.config import build_config
+    from studio.jobs import job_config
 
     args = form_args(values)
     if prompt is not None:
         args["prompt"] = prompt.strip()
-    layers, overrides = job_layers(args)
-    return build_config([*base, *layers, form_layer(values)], overrides)
+    return job_config(args, base=base, extra=[form_layer(values)])
 
 
 FILLED_FIELDS = ("representation", "distillation", "steps", "guidance_scale", "resolution", "pgc", "pgc_threshold")

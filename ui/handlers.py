@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from studio.errors import UserError
+from studio.errors import UserError, is_user_error
 
 from . import history, view
 from .access import Users, may_see, set_shared
@@ -41,8 +41,6 @@ def new_session() -> dict:
 
 def error_message(e: Exception) -> str:
     """One readable line for the page; an unexpected error (a bug, not bad input) is logged with its traceback."""
-    from studio.cli import is_user_error
-
     if is_user_error(e):
         return f"**Error:** {e}"
     log.error("handler failed: %s: %s", type(e).__name__, e, exc_info=e)

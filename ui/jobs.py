@@ -200,7 +200,7 @@ class JobManager:
             self._execute(job)
 
     def _execute(self, job: Job) -> None:
-        from studio.cli import is_user_error
+        from studio.errors import is_user_error
         from studio.events import Started
         from studio.run import resume, run
 

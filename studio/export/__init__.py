@@ -34,22 +34,3 @@ def default_path(run_dir: Path, fmt: str) -> Path:
     """Where format `fmt` goes in a run directory: asset.<fmt>, or splat.ply."""
     return Path(run_dir) / ("splat.ply" if fmt == "splat" else f"asset.{fmt}")
 
-
-def write_mesh(mesh, path: Path, fmt: str | None = None) -> Path:
-    """Write a plain representations.Mesh as is (vertex colours, no clean-up or texture). Returns the path.
-
-    The quick path used by benchmarks; runs and `studio export` use pipeline.export_scene.
-    """
-    import numpy as np
-
-    from .asset import ExportMesh
-    from .clean import vertex_normals
-
-    path = Path(path)
-    fmt = fmt or path.suffix.lstrip(".").lower()
-    write = writer(fmt)
-    if mesh.is_empty:
-        raise UserError("the extracted mesh is empty (the scene has no surface); run more steps or check the prompt")
-    colors = mesh.colors if mesh.colors is not None else np.full((len(mesh.vertices), 3), 0.8, np.float32)
-    write(ExportMesh(mesh.vertices, mesh.faces, vertex_normals(mesh.vertices, mesh.faces), colors), path)
-    return path
