@@ -19,7 +19,8 @@ import representations
 from distillation.pgc import attach_pgc
 from studio.config import build_config
 from studio.models import load_guidance
-from studio.run import PromptBank, sample_shading
+from studio.prompts import PromptBank
+from studio.run import sample_shading
 from studio.sampling import sample_cameras
 
 

@@ -137,7 +137,7 @@ def bench_distillations(model: str, size: int, repeats: int) -> list[dict]:
     import distillation
     from studio.config import build_config
     from studio.models import load_guidance
-    from studio.run import PromptBank
+    from studio.prompts import PromptBank
     from studio.sampling import CameraConfig, sample_cameras
 
     cfg = build_config([{"prompt": "a red cube", "guidance": {"model": model}}], [f"camera.resolution={size}"])

@@ -1,4 +1,5 @@
-"""Checkpoints in safetensors (no pickle), written atomically."""
+"""Checkpoints in safetensors (no pickle), written atomically, with the random generator states that make a resumed
+run draw the same numbers as an uninterrupted one."""
 from __future__ import annotations
 
 import json
@@ -14,7 +15,7 @@ from .rundir import atomic_write_text
 def save_checkpoint(folder: Path, representation, distill, step: int, config_toml: str,
                     rng: dict[str, torch.Tensor] | None = None) -> None:
     """Write folder/{scene.safetensors, distillation.safetensors, meta.json, config.toml} atomically as a whole:
-    into a sibling temp folder first, then swapped in. `rng` (name -> uint8 state, see studio.run.rng_state) goes
+    into a sibling temp folder first, then swapped in. `rng` (name -> uint8 state, see `rng_state`) goes
     to rng.safetensors, so that a resumed run draws the same random numbers as an uninterrupted one."""
     folder = Path(folder)
     tmp = folder.with_name(folder.name + ".tmp")
@@ -47,6 +48,22 @@ def load_rng_state(folder: Path) -> dict[str, torch.Tensor] | None:
     """The random generator states saved with the checkpoint, or None (checkpoints written before resume existed)."""
     path = Path(folder) / "rng.safetensors"
     return load_file(str(path)) if path.exists() else None
+
+
+def rng_state(gen: torch.Generator, device: torch.device) -> dict[str, torch.Tensor]:
+    """The random generator states a resumed run needs: the camera generator, torch's CPU (and CUDA) RNG."""
+    state = {"camera": gen.get_state(), "torch": torch.get_rng_state()}
+    if torch.device(device).type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def restore_rng(state: dict[str, torch.Tensor], gen: torch.Generator, device: torch.device) -> None:
+    """Inverse of `rng_state`."""
+    gen.set_state(state["camera"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.device(device).type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)
 
 
 def _cpu(state: dict) -> dict:

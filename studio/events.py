@@ -1,10 +1,12 @@
-"""Events yielded by `studio.run.run(cfg)`. Plain dataclasses; torch-free.
+"""Events yielded by `studio.run.run(cfg)`. Plain dataclasses, and the speed meter behind Progress's rate and ETA;
+torch-free.
 
 Order: Started, then a Progress per step (a Preview every `log.preview_every` steps and after the last one), then
 an Exporting as each export stage starts, then Finished (which also ends the export: there is no final Exporting).
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -84,3 +86,23 @@ class Finished:
 
 
 Event = Started | Progress | Preview | Exporting | Finished
+
+
+class SpeedMeter:
+    """Exponentially smoothed steps per second (Progress.steps_per_second) and the ETA it gives."""
+
+    def __init__(self) -> None:
+        self.t = time.perf_counter()
+        self.rate = 0.0
+
+    def tick(self) -> None:
+        """One step is done."""
+        now = time.perf_counter()
+        inst = 1.0 / max(now - self.t, 1e-9)
+        self.rate = inst if self.rate == 0.0 else 0.9 * self.rate + 0.1 * inst
+        self.t = now
+
+    def eta(self, remaining: int) -> float:
+        """Seconds for `remaining` more steps at the current rate (infinity before the first step)."""
+        return remaining / self.rate if self.rate > 0 else float("inf")
+

@@ -9,7 +9,9 @@ from representations.base import RenderOut
 from representations.nerf import NeRF
 from studio.config import build_config
 from studio.events import Exporting, Finished, Preview, Progress, Started
-from studio.run import check_resumable, export_plan, resume, run
+from studio.assets import export_plan
+from studio.resume import check_resumable
+from studio.run import resume, run
 
 FAST = ["guidance.model=tiny-random", "camera.resolution=32", "export.mesh_resolution=32",
         "export.turntable_frames=2", "export.turntable_size=32", "log.preview_every=2"]
@@ -129,7 +131,7 @@ def test_checkpoint_restores_the_scene(tmp_path):
     from PIL import Image
 
     from studio.reexport import load_scene
-    from studio.run import make_preview
+    from studio.previews import make_preview
 
     events = list(run(cfg_for(steps=3), tmp_path))
     run_dir = events[-1].run_dir

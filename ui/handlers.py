@@ -178,7 +178,7 @@ class Handlers:
         return self._resume(user, session, v.run_dir)
 
     def _resume(self, user: str, session: dict, value: str | None) -> tuple:
-        from studio.run import check_resumable
+        from studio.resume import check_resumable
 
         session, follow = self._session(session)
         try:
