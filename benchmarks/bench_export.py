@@ -40,7 +40,7 @@ def main() -> None:
     from studio.export.unwrap import unwrap
 
     cls = representations.get("nerf")
-    scene = cls(cls.Config(density_bias=0.0, blob_scale=40.0, blob_radius=0.6), 1000).eval()
+    scene = cls(cls.Config(blob={"bias": 0.0, "scale": 40.0, "radius": 0.6}), 1000).eval()
     cfg = dataclasses.replace(ExportConfig(), texture_size=args.texture_size, faces=args.faces,
                               mesh_resolution=args.resolution)
     rows: list[tuple[str, float, str]] = []

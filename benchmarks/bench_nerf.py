@@ -125,8 +125,8 @@ def main() -> None:
         model.load_state_tensors(snapshot)
         updates[state] = occupancy_update_ms(model)
     for state, ms in updates.items():
-        print(f"\noccupancy update ({state}): {ms:.0f} ms every {model.cfg.occ_update_every} steps "
-              f"= {ms / model.cfg.occ_update_every:.1f} ms/step amortised")
+        print(f"\noccupancy update ({state}): {ms:.0f} ms every {model.cfg.occupancy.update_every} steps "
+              f"= {ms / model.cfg.occupancy.update_every:.1f} ms/step amortised")
 
 
 if __name__ == "__main__":

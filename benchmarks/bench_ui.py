@@ -24,7 +24,7 @@ from ui.jobs import JobManager
 from ui.view import JobView
 
 SMALL = ["guidance.model=tiny-random", "export.mesh_resolution=32", "export.turntable_frames=0",
-         "log.preview_every=0", "representation.density_bias=0.0"]
+         "log.preview_every=0", "representation.blob.bias=0.0"]
 
 
 def config(steps: int, resolution: int):

@@ -205,8 +205,8 @@ def bench_export(repeats: int) -> list[dict]:
     for kind in sorted(representations.REGISTRY):
         cls = representations.get(kind)
         rcfg = cls.Config()
-        if hasattr(rcfg, "density_bias"):
-            rcfg = dataclasses.replace(rcfg, density_bias=0.0)
+        if hasattr(rcfg, "blob"):
+            rcfg = dataclasses.replace(rcfg, blob=dataclasses.replace(rcfg.blob, bias=0.0))
         torch.manual_seed(0)
         scene = cls(rcfg, total_steps=1000)
         with tempfile.TemporaryDirectory() as tmp:

@@ -129,10 +129,6 @@ def choose_level(rep, cams: Cameras | None = None, volume: DensityVolume | None 
     return level, float(iou[best])
 
 
-def _empty_mesh() -> Mesh:
-    return Mesh(np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int64), np.zeros((0, 3), np.float32))
-
-
 @torch.no_grad()
 def marching_cubes(volume: DensityVolume, level: float) -> Mesh:
     """Iso-surface {density = level} as a closed mesh (the volume is padded with zeros), without colours.
@@ -143,7 +139,7 @@ def marching_cubes(volume: DensityVolume, level: float) -> Mesh:
 
     vol = volume.values.numpy()
     if not np.isfinite(level) or level <= 0 or float(vol.max()) <= level:
-        return _empty_mesh()
+        return Mesh.empty()
     padded = np.pad(vol, 1, mode="constant", constant_values=0.0)
     h = volume.spacing
     verts, faces, _, _ = skimage_mc(padded, level=level, spacing=(h, h, h), allow_degenerate=False)
@@ -170,7 +166,7 @@ def extract_mesh(rep, resolution: int = 128, level: float | None = None, cams: C
     if level is None:
         level, _ = choose_level(rep, cams, volume)
     if level is None:
-        return _empty_mesh()
+        return Mesh.empty()
     mesh = marching_cubes(volume, level)
     if mesh.is_empty:
         return mesh

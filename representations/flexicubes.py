@@ -10,8 +10,10 @@ Rendering: `rasterize` -> `interpolate` world positions and smooth vertex normal
 pixels -> the shared Lambertian `shade` -> composite over the background -> `antialias`, which gives the
 vertex positions silhouette gradients (representations/ops/raster.py).
 Regularisers (RenderOut.terms, already weighted): FlexiCubes' L_dev, the SDF sign loss (weight ramped
-down over the first part of the run) and an L1 on the raw alpha / beta weights.
-Export: the extracted mesh itself (2 triangles per quad) with albedo at its vertices.
+down over the first part of the run), an L1 on the raw alpha / beta weights, and a uniform mesh Laplacian
+that smooths the surface (SDS alone grows spikes and small tunnels).
+Export: the extracted mesh itself (2 triangles per quad) with albedo at its vertices, without the small
+floating pieces SDS leaves (`export_min_component`).
 Coarse-to-fine: `init_from` turns another run's density into the SDF (signed distance to the iso-surface
 chosen from its renders) and fits the albedo field to its colours near that surface.
 """
@@ -24,18 +26,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import HashFieldRates, RenderOut, Representation
+from .base import RenderOut, Representation, RepresentationConfig
 from .cameras import Cameras
 from .hashgrid import HashGrid, HashGridConfig, hash_mlp
-from .nerf import _fast_adam_flags
 from .mesh import Mesh
 from .ops.flexicubes import FlexiCubesOut, FlexiGrid, flexicubes, sdf_sign_loss
 from .ops.raster import antialias, clip_from_cameras, interpolate, rasterize
+from .optim import adam
 from .shading import Shading, shade
 
 
 @dataclass
-class FlexiCubesConfig(HashFieldRates):
+class FlexiCubesConfig(RepresentationConfig):
     """FlexiCubes mesh + hash-grid albedo: grid size, start shape, learning rates and regulariser weights."""
 
     kind: str = "flexicubes"
@@ -49,14 +51,15 @@ class FlexiCubesConfig(HashFieldRates):
     hidden: int = 32
     """Width of the albedo MLP's hidden layer."""
     lr_sdf: float = 2e-3
-    """Adam learning rate of the SDF values (world units; a cell is 2 * bound / resolution). With the
-    embedded model, 300 steps of "a red cube" ended with genus 2 at 2e-3 (and lr_deform 5e-3), genus ~10 at
-    5e-3 (1e-2)."""
+    """Adam learning rate of the SDF values (world units; a cell is 2 * bound / resolution)."""
     lr_deform: float = 5e-3
     """Adam learning rate of the raw vertex deformation (offset = cell / 2 * tanh(raw))."""
     lr_weights: float = 1e-2
     """Adam learning rate of the raw cube weights (beta, alpha, gamma)."""
-    # lr_grid and lr_mlp (the albedo field's) are documented in base.HashFieldRates
+    lr_grid: float = 3e-2
+    """Adam learning rate of the albedo field's hash table."""
+    lr_mlp: float = 1e-2
+    """Adam learning rate of the albedo field's MLP."""
     dev_weight: float = 0.5
     """Weight of FlexiCubes' L_dev regulariser (uneven dual vertices)."""
     sign_weight_start: float = 0.2
@@ -68,21 +71,18 @@ class FlexiCubesConfig(HashFieldRates):
     weight_l1: float = 0.1
     """Weight of the L1 regulariser on the raw alpha / beta weights of the surface cubes."""
     laplacian_weight: float = 10.0
-    """Weight of the uniform mesh Laplacian mean(|v - mean of its neighbours|^2) / cell^2 (smooths the
-    surface; SDS alone grows spikes and small tunnels: genus 24 after 600 steps without it)."""
+    """Weight of the uniform mesh Laplacian mean(|v - mean of its neighbours|^2) / cell^2 (against spikes, tunnels)."""
     near: float = 0.1
     """Near clipping distance of the rasteriser's projection (world units)."""
     far: float = 100.0
     """Far clipping distance of the rasteriser's projection (world units)."""
     export_min_component: float = 0.02
-    """At export, connected pieces with fewer faces than this fraction of the largest piece's are dropped
-    (SDS leaves small floaters; 0 keeps everything)."""
+    """At export, drop connected pieces with fewer faces than this fraction of the largest's (0 keeps all)."""
     init_albedo_steps: int = 200
     """Adam steps fitting the albedo field to the source's colours in `--init-from`."""
 
     def __post_init__(self) -> None:
-        if isinstance(self.albedo_grid, dict):
-            self.albedo_grid = HashGridConfig(**self.albedo_grid)
+        super().__post_init__()
         if self.resolution < 4:
             raise ValueError("flexicubes resolution must be >= 4")
 
@@ -108,18 +108,13 @@ class FlexiCubes(Representation):
         self.encoder = HashGrid(cfg.albedo_grid, cfg.bound)
         self.layers = nn.ModuleList([nn.Linear(self.encoder.out_dim, cfg.hidden), nn.Linear(cfg.hidden, 3)])
         self.register_buffer("boundary", _boundary_mask(R), persistent=False)
-        self.optimizer = torch.optim.Adam(
-            [
-                {"params": [self.sdf], "lr": cfg.lr_sdf},
-                {"params": [self.deform], "lr": cfg.lr_deform},
-                {"params": [self.beta, self.alpha, self.gamma], "lr": cfg.lr_weights},
-                {"params": [self.encoder.table], "lr": cfg.lr_grid},
-                {"params": [p for layer in self.layers for p in layer.parameters()], "lr": cfg.lr_mlp},
-            ],
-            betas=(0.9, 0.99),
-            eps=1e-15,
-            **_fast_adam_flags(),
-        )
+        self.optimizer = adam([
+            {"params": [self.sdf], "lr": cfg.lr_sdf},
+            {"params": [self.deform], "lr": cfg.lr_deform},
+            {"params": [self.beta, self.alpha, self.gamma], "lr": cfg.lr_weights},
+            {"params": [self.encoder.table], "lr": cfg.lr_grid},
+            {"params": [p for layer in self.layers for p in layer.parameters()], "lr": cfg.lr_mlp},
+        ])
         self._step = 0
 
     # -- geometry ------------------------------------------------------------------------------
@@ -168,14 +163,6 @@ class FlexiCubes(Representation):
     def before_step(self, step: int) -> None:
         """Remember the step (the sign regulariser's weight is ramped by it)."""
         self._step = step
-
-    def after_backward(self, step: int) -> None:
-        """Adam step, then zero the gradients."""
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"adam": self.optimizer}
 
     def sign_weight(self, step: int) -> float:
         """The SDF sign regulariser's weight at `step` (linear ramp, then constant)."""

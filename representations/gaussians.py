@@ -15,7 +15,9 @@ Depth is the composited distance of the means from the camera centre.
 Densification and pruning (after_backward, every `densify_every` steps inside [densify_from, densify_until)):
 the Gaussians with the largest mean position gradient (averaged since the last densification; the top
 `densify_fraction`) are cloned when small and split in two (scales / 1.6) when large; Gaussians whose
-opacity fell below `prune_opacity` are removed. Adam moments follow their rows (zero for new rows).
+opacity fell below `prune_opacity` are removed. Adam moments follow their rows (zero for new rows). A fraction
+instead of 3DGS's absolute gradient threshold, because SDS gradient magnitudes depend on the model and the
+guidance scale.
 
 Regularisers (already weighted): mean of the largest scale (no huge blobs), opacity entropy per Gaussian
 (opaque or gone), opacity sparsity on the rendered alpha.
@@ -28,16 +30,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
-from .base import RenderOut, Representation, SoftOpacityConfig
+from .base import RenderOut, Representation, RepresentationConfig
 from .cameras import Cameras
 from .gaussian_field import VoxelCache, sample_albedo, voxelize
 from .mesh import Mesh
-from .nerf import _fast_adam_flags
 from .ops.splat import covariance_3d, quat_to_rotmat, rasterization
+from .optim import adam
 from .regularizers import opacity_entropy, opacity_sparsity
 from .shading import Shading, shade
 
@@ -49,7 +52,7 @@ PARAMS = ("means", "log_scales", "quats", "opacity_logits", "sh_dc", "sh_rest")
 
 
 @dataclass
-class GaussiansConfig(SoftOpacityConfig):
+class GaussiansConfig(RepresentationConfig):
     """3D Gaussians: initialisation, optimisation, densification, regularisers."""
 
     kind: str = "gaussians"
@@ -62,8 +65,8 @@ class GaussiansConfig(SoftOpacityConfig):
     """Initial opacity of every Gaussian (a visible blob at the start)."""
     init_scale: float = 0.0
     """Initial standard deviation (world units); 0 = the mean spacing of the initial means."""
-    sh_degree: int = 0
-    """Spherical-harmonic degree of the colour: 0 (view-independent, enough for SDS) or 1."""
+    sh_degree: Literal[0, 1] = 0
+    """Spherical-harmonic degree of the colour (0: view-independent, enough for SDS)."""
     lr_means: float = 2e-3
     """Adam learning rate of the means (world units)."""
     lr_scales: float = 1e-2
@@ -81,8 +84,7 @@ class GaussiansConfig(SoftOpacityConfig):
     densify_until: float = 0.7
     """Fraction of the run after which the set of Gaussians stays fixed."""
     densify_fraction: float = 0.05
-    """Fraction of the Gaussians (largest mean gradient) densified per pass. A fraction instead of 3DGS's
-    absolute gradient threshold, because SDS gradient magnitudes depend on the model and guidance scale."""
+    """Fraction of the Gaussians (largest mean gradient) densified per pass (not 3DGS's gradient threshold)."""
     split_scale: float = 0.03
     """Gaussians whose largest scale exceeds this (world units) are split in two; smaller ones are cloned."""
     prune_opacity: float = 0.02
@@ -93,11 +95,15 @@ class GaussiansConfig(SoftOpacityConfig):
     """Weight of mean(largest scale) (world units): keeps Gaussians small."""
     opacity_weight: float = 1e-3
     """Weight of the per-Gaussian opacity entropy mean(H(o)): opaque or prunable."""
+    sparsity_weight: float = 1e-3
+    """Weight of the opacity sparsity term mean(sqrt(alpha^2 + 0.01)) on the rendered alpha (against floaters)."""
+    normal_min_alpha: float = 1e-3
+    """Pixels with lower opacity get no normal (shaded with ambient light only)."""
     tile_size: int = 8
     """Splatter tile side in pixels."""
-    # sparsity_weight and normal_min_alpha are documented in base.SoftOpacityConfig
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.sh_degree not in (0, 1):
             raise ValueError(f"gaussians: sh_degree must be 0 or 1, got {self.sh_degree}")
         if self.num_init < 1:
@@ -158,7 +164,7 @@ class Gaussians(Representation):
         lrs = {"means": c.lr_means, "log_scales": c.lr_scales, "quats": c.lr_quats,
                "opacity_logits": c.lr_opacity, "sh_dc": c.lr_color, "sh_rest": c.lr_color / 20}
         groups = [{"params": [getattr(self, n)], "lr": lrs[n], "name": n} for n in PARAMS]
-        return torch.optim.Adam(groups, betas=(0.9, 0.99), eps=1e-15, **_fast_adam_flags())
+        return adam(groups)
 
     @property
     def count(self) -> int:
@@ -240,8 +246,7 @@ class Gaussians(Representation):
         if self.means.grad is not None:
             self._grad_sum += self.means.grad.detach().norm(dim=-1).cpu()
             self._grad_count += 1
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        super().after_backward(step)
         self._voxel_cache.clear()
         until = c.densify_until * self.total_steps
         if c.densify_from <= step < until and step > 0 and step % c.densify_every == 0:
@@ -301,9 +306,6 @@ class Gaussians(Representation):
                 self.optimizer.state[p] = state
         self._grad_sum = torch.zeros(self.count)
         self._grad_count = 0
-
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"adam": self.optimizer}
 
     def state_tensors(self) -> dict[str, Tensor]:
         """Parameters, Adam moments and the densification statistics gathered since the last densify (so a
@@ -394,13 +396,13 @@ class Gaussians(Representation):
 
     def extract_mesh(self, resolution: int = 128) -> Mesh:
         """Density grid from the Gaussians -> level chosen from the renders -> marching cubes, coloured."""
-        from .extract import DensityVolume, _empty_mesh, choose_level, marching_cubes
+        from .extract import DensityVolume, choose_level, marching_cubes
 
         dens, albedo = self._voxels(resolution)
         volume = DensityVolume(dens, float(self.cfg.bound))
         level, _ = choose_level(self, None, volume)
         if level is None:
-            return _empty_mesh()
+            return Mesh.empty()
         mesh = marching_cubes(volume, level)
         if not mesh.is_empty:
             col = sample_albedo(albedo, torch.from_numpy(mesh.vertices).float(), self.cfg.bound)

@@ -17,6 +17,11 @@ class Mesh:
     colors: np.ndarray | None = None
     """[V, 3] float32 per-vertex albedo in [0, 1], or None."""
 
+    @classmethod
+    def empty(cls) -> "Mesh":
+        """A mesh with no vertices and no faces (what an empty scene extracts to)."""
+        return cls(np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int64), np.zeros((0, 3), np.float32))
+
     @property
     def is_empty(self) -> bool:
         return len(self.faces) == 0

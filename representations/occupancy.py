@@ -21,6 +21,36 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
+@dataclass
+class OccupancyConfig:
+    """The occupancy grid of a ray-marched volume: its size and how it is re-measured."""
+
+    resolution: int = 64
+    """Cells per axis of the occupancy grid (empty-space skipping)."""
+    update_every: int = 16
+    """Steps between occupancy updates (before_step)."""
+    threshold: float = 0.5
+    """Density above which a cell is occupied (capped by the grid's mean density, for near-empty starts)."""
+    fraction: float = 0.125
+    """Fraction of all cells re-measured at an update (occupied cells always are; 1 = every cell)."""
+    decay: float = 0.7
+    """Per-update decay of a cell's remembered density: d <- max(decay * d, new)."""
+    dilation: int = 1
+    """Cells by which the occupied set is grown, so surfaces can expand between updates."""
+
+
+@dataclass
+class MarchConfig:
+    """Where a ray-marched volume puts its samples."""
+
+    samples_per_ray: int = 128
+    """Marching step = box diagonal / samples_per_ray (128: ~0.027 world units for bound 1)."""
+    early_stop_depth: float = 20.0
+    """Drop samples behind where the occupancy grid predicts optical depth > this (0 disables)."""
+    early_stop_lag_cells: float = 2.0
+    """... counting the grid's optical depth only up to this many cells before the sample (a safety margin)."""
+
+
 def ray_aabb(origins: Tensor, dirs: Tensor, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
     """Slab intersection of rays with the axis-aligned box [lo, hi] (lo, hi [3]).
 
@@ -219,4 +249,4 @@ def march(origins: Tensor, dirs: Tensor, bound: float, step: float,
     return RaySamples(hit.index_select(0, rows), ts, pts, step, R)
 
 
-__all__ = ["ray_aabb", "ray_box", "OccupancyGrid", "RaySamples", "march"]
+__all__ = ["OccupancyConfig", "MarchConfig", "ray_aabb", "ray_box", "OccupancyGrid", "RaySamples", "march"]

@@ -7,42 +7,40 @@ activated afterwards (density = exp(raw), the input clamped at 15), which gives 
 single voxel at low resolution. Colour: sigmoid of the interpolated features (C = 3), or a shallow MLP on
 them (`hidden > 0`).
 
-Initialisation: the density grid starts as the same blob as the NeRF, `density_bias + blob_scale *
-(1 - |x| / blob_radius)`, evaluated at the vertices; colours start grey.
+Initialisation: the density grid starts as the same blob as the NeRF (`blob`: `bias + scale * (1 - |x| /
+radius)`), evaluated at the vertices; colours start grey.
 
 Progressive upscaling: the grids start at `resolution_start` and are resampled (trilinear) up to
 `resolution` in `upscale_times` steps, evenly spread until `upscale_until` of the run; each upscale rebuilds
 the optimiser (the Adam moments are resampled too, so the step size does not jump).
 
-Rendering is the NeRF's: occupancy-grid ray marching (empty-space skipping; the occupancy grid is
-re-measured from the voxel density), emission-absorption compositing, deferred Lambertian shading with one
-finite-difference normal per pixel at the composited surface point.
+Rendering is the ray-marched volumes' (representations/marched.py), as for the NeRF: occupancy-grid ray
+marching (the occupancy grid is re-measured from the voxel density; every cell, the grid is cheap to read),
+emission-absorption compositing, deferred Lambertian shading with one finite-difference normal per pixel,
+one voxel wide, at the composited surface point. The occupancy threshold is low: a voxel only learns where
+samples land, so the occupied set must reach beyond the visible surface for the surface to grow.
 
 Regularisers (RenderOut.terms, already weighted): total variation of the raw density and colour grids
 (DVGO), orientation, opacity sparsity and entropy (the last two against wispy floaters).
 """
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import MarchedVolumeConfig, RenderOut, Representation
-from .cameras import Cameras
-from .mesh import Mesh
-from .nerf import _TETRA, _fast_adam_flags, _TruncExp
-from .occupancy import OccupancyGrid, march
-from .regularizers import volume_terms
-from .shading import Shading, shade
-from .volume import accumulate, render_weights
+from .base import Representation, RepresentationConfig
+from .marched import BlobConfig, MarchedVolume, blob
+from .occupancy import MarchConfig, OccupancyConfig, RaySamples
+from .optim import adam
+from .regularizers import VolumeRegularizers
 
 
 @dataclass
-class VoxelConfig(MarchedVolumeConfig):
-    """Dense voxel grid: sizes, upscaling, initialisation, optimisation, regularisers and sampling."""
+class VoxelConfig(RepresentationConfig):
+    """Dense voxel grid: sizes, upscaling, learning rates, the starting blob, sampling and regularisers."""
 
     kind: str = "voxel"
     """Registry key."""
@@ -63,45 +61,47 @@ class VoxelConfig(MarchedVolumeConfig):
     lr_color: float = 0.05
     """Adam learning rate of the colour grid (and MLP)."""
     tv_weight: float = 0.01
-    """Weight of the total-variation term: mean squared difference of neighbouring raw density values
-    (the colour grid gets tv_weight / 10). Smooths the grid and removes isolated floaters."""
-    # the other shared fields (blob, regularisers, sampling) are documented in base.MarchedVolumeConfig
-    occ_update_every: int = 8
-    """Steps between occupancy updates (every cell is re-measured: the grid is cheap to read)."""
-    occ_threshold: float = 0.01
-    """Density above which an occupancy cell is occupied (capped by the mean density). Low, because a voxel
-    only learns where samples land: the occupied set must reach beyond the visible surface so it can grow."""
+    """Weight of the grids' total variation (mean squared neighbour difference; the colour grid's counts 1/10)."""
+    blob: BlobConfig = field(default_factory=BlobConfig)
+    """The starting density of the grid's vertices."""
+    march: MarchConfig = field(default_factory=lambda: MarchConfig(early_stop_depth=0.0))
+    """Where the samples go along each ray."""
+    occupancy: OccupancyConfig = field(default_factory=lambda: OccupancyConfig(
+        update_every=8, threshold=0.01, fraction=1.0, decay=0.0))
+    """The occupancy grid (empty-space skipping), re-measured everywhere at every update."""
+    regularizers: VolumeRegularizers = field(default_factory=VolumeRegularizers)
+    """Weights of the regularisers of the rendered images."""
+    normal_min_alpha: float = 1e-3
+    """Pixels with lower opacity get no normal (shaded with ambient light only)."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.hidden == 0 and self.features != 3:
             raise ValueError("voxel: features must be 3 when hidden = 0 (they are the albedo logits)")
         if self.resolution_start > self.resolution or self.resolution_start < 2:
             raise ValueError("voxel: need 2 <= resolution_start <= resolution")
 
 
-class VoxelGrid(Representation):
+class VoxelGrid(MarchedVolume):
     """Dense density + colour grids with post-activation interpolation and its own Adam optimiser."""
 
     Config = VoxelConfig
+    chunk = 262144
 
     def __init__(self, cfg: VoxelConfig | None = None, total_steps: int = 1000) -> None:
         cfg = VoxelConfig() if cfg is None else cfg
         super().__init__(cfg, total_steps)
         self.cfg: VoxelConfig = cfg
         R = cfg.resolution_start
-        self.density_grid = nn.Parameter(self._blob(self.vertices(R)).view(1, R, R, R))
+        self.density_grid = nn.Parameter(blob(self.vertices(R), cfg.blob).view(1, R, R, R))
         # albedo logits start at 0 (grey); MLP features start small and random, else its first layer gets
         # no gradient (dL/dW = delta * features^T = 0) until the grid has moved
         color = torch.zeros(cfg.features, R, R, R) if cfg.hidden == 0 else 0.1 * torch.randn(cfg.features, R, R, R)
         self.color_grid = nn.Parameter(color)
         self.mlp = (nn.Sequential(nn.Linear(cfg.features, cfg.hidden), nn.ReLU(), nn.Linear(cfg.hidden, 3))
                     if cfg.hidden > 0 else None)
-        self.occupancy = OccupancyGrid(cfg.occ_resolution, cfg.bound, cfg.occ_threshold, decay=0.0, dilation=1)
-        self.step_size = 2.0 * math.sqrt(3.0) * cfg.bound / cfg.samples_per_ray
         self.optimizer = self._make_optimizer()
         self._upscaled = False
-        self.last_sample_count = 0
-        """Field samples evaluated by the last render (for logs and benchmarks)."""
 
     # -- grid helpers --------------------------------------------------------------------------
     @property
@@ -114,15 +114,11 @@ class VoxelGrid(Representation):
         axis = torch.linspace(-b, b, R)
         return torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), dim=-1).reshape(-1, 3)
 
-    def _blob(self, points: Tensor) -> Tensor:
-        c = self.cfg
-        return c.density_bias + c.blob_scale * (1.0 - points.norm(dim=-1) / c.blob_radius)
-
     def _make_optimizer(self) -> torch.optim.Optimizer:
         groups = [{"params": [self.density_grid], "lr": self.cfg.lr_density},
                   {"params": [self.color_grid] + (list(self.mlp.parameters()) if self.mlp else []),
                    "lr": self.cfg.lr_color}]
-        return torch.optim.Adam(groups, betas=(0.9, 0.99), eps=1e-15, **_fast_adam_flags())
+        return adam(groups)
 
     def schedule(self) -> dict[int, int]:
         """{step: new resolution} of the progressive upscaling."""
@@ -173,25 +169,18 @@ class VoxelGrid(Representation):
             return torch.sigmoid(feat)
         return torch.sigmoid(self.mlp(feat.t())).t()
 
-    def density(self, points: Tensor, chunk: int = 262144) -> Tensor:
-        """[N, 3] world points -> [N] density (differentiable when grad is enabled)."""
-        parts = [_TruncExp.apply(self._sample(points[s:s + chunk], False)[0]) for s in range(0, len(points), chunk)]
-        return torch.cat(parts) if parts else points.new_zeros(0)
+    def raw_density(self, points: Tensor) -> Tensor:
+        """[N, 3] world points -> [N] raw density, trilinear on the vertices."""
+        return self._sample(points, with_color=False)[0]
 
-    def albedo_at(self, points: Tensor, chunk: int = 262144) -> Tensor:
-        """[N, 3] world points -> [N, 3] albedo in [0, 1]."""
-        parts = [self._albedo(self._sample(points[s:s + chunk])[1]).t() for s in range(0, len(points), chunk)]
-        return torch.cat(parts) if parts else points.new_zeros(0, 3)
+    def raw_field(self, points: Tensor) -> tuple[Tensor, Tensor]:
+        """[N, 3] world points -> (raw density [N], albedo [3, N] channels first)."""
+        raw, feat = self._sample(points)
+        return raw, self._albedo(feat)
 
-    def surface_normals(self, points: Tensor) -> Tensor:
-        """[S, 3] points -> [S, 3] unit normals -grad(raw density), tetrahedral differences one voxel wide."""
-        S = points.shape[0]
-        eps = 2.0 * self.cfg.bound / (self.resolution - 1)
-        tetra = _TETRA.to(points)
-        probe = (points[None, :, :] + eps * tetra[:, None, :]).reshape(-1, 3)
-        raw = self._sample(probe, False)[0].view(4, S)
-        n = -(tetra.t() @ raw).t()
-        return n / torch.sqrt((n * n).sum(-1, keepdim=True) + 1e-20)
+    def normal_step(self) -> float:
+        """One voxel."""
+        return 2.0 * self.cfg.bound / (self.resolution - 1)
 
     def total_variation(self) -> Tensor:
         """Mean squared difference of neighbouring vertices: density + colour / 10 (scalar)."""
@@ -200,27 +189,20 @@ class VoxelGrid(Representation):
 
         return tv(self.density_grid) + 0.1 * tv(self.color_grid)
 
-    # -- the per-step protocol -------------------------------------------------------------------
-    @torch.no_grad()
-    def update_occupancy(self) -> None:
-        """Re-measure every occupancy cell from the voxel density."""
-        self.occupancy.update(lambda p: self.density(p), 1.0)
+    def with_field_terms(self, terms: dict[str, Tensor], samples: RaySamples, sigma: Tensor) -> dict[str, Tensor]:
+        """'tv' (the grids' total variation), then the volume terms."""
+        if self.cfg.tv_weight > 0:
+            return {"tv": self.cfg.tv_weight * self.total_variation(), **terms}
+        return terms
 
+    # -- the per-step protocol -------------------------------------------------------------------
     def before_step(self, step: int) -> None:
-        """Upscale the grids on schedule; update the occupancy grid every `occ_update_every` steps."""
+        """Upscale the grids on schedule; else update the occupancy grid every `occupancy.update_every` steps."""
         res = self.schedule().get(step)
         if res is not None and res > self.resolution:
             self.upscale(res)
-        elif not self.occupancy.initialized or step % self.cfg.occ_update_every == 0:
-            self.update_occupancy()
-
-    def after_backward(self, step: int) -> None:
-        """Adam step, then zero the gradients."""
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"adam": self.optimizer}
+        else:
+            super().before_step(step)
 
     def load_state_tensors(self, state: dict[str, Tensor]) -> None:
         """Resize the grids to the saved resolution first (the run may have upscaled), then load."""
@@ -251,56 +233,6 @@ class VoxelGrid(Representation):
         self.color_grid.copy_(torch.logit(alb).t().reshape(3, R, R, R))
         self._upscaled = True  # already at the final resolution: no upscaling
         self.update_occupancy()
-
-    # -- rendering ---------------------------------------------------------------------------------
-    def render(self, cams: Cameras, shading: Shading) -> RenderOut:
-        """Render B views [B, *, H, W]. Training mode jitters samples along each ray (uses torch's RNG)."""
-        if not self.occupancy.initialized:
-            self.update_occupancy()
-        c = self.cfg
-        B, H, W = len(cams), cams.height, cams.width
-        R = B * H * W
-        origins, dirs = cams.rays()
-        o, d = origins.reshape(R, 3), dirs.reshape(R, 3)
-        jitter = torch.rand(R, device=o.device, dtype=o.dtype) if self.training else None
-        samples = march(o, d, c.bound, self.step_size, self.occupancy, jitter)
-        self.last_sample_count = samples.t.numel()
-        raw, feat = self._sample(samples.points)
-        sigma, albedo = _TruncExp.apply(raw), self._albedo(feat)
-        weights, _ = render_weights(sigma, samples.step, samples.ray_ids)
-        values = torch.cat([torch.ones_like(samples.t)[None], samples.t[None], albedo]).t()  # [N, 5]
-        per_ray = accumulate(weights, values, samples.ray_ids, R)
-        alpha, depth, albedo_pm = per_ray[:, 0].clamp(0.0, 1.0), per_ray[:, 1], per_ray[:, 2:5]
-
-        normal = o.new_zeros(R, 3)
-        sel = (alpha > c.normal_min_alpha).nonzero().squeeze(1)
-        if sel.numel() > 0:
-            surf = (o[sel] + d[sel] * (depth[sel] / alpha[sel])[:, None]).detach()
-            normal = normal.index_put((sel,), self.surface_normals(surf))
-
-        bg = torch.tensor(c.background, dtype=o.dtype, device=o.device)
-        a = alpha[:, None]
-        base = (albedo_pm / a.clamp(min=1e-6)).clamp(0.0, 1.0)
-        lit = shade(base.view(B, H * W, 3), normal.view(B, H * W, 3), shading).reshape(R, 3)
-        rgb = lit * a + bg * (1.0 - a)
-
-        terms: dict[str, Tensor] = {}
-        if c.tv_weight > 0:
-            terms["tv"] = c.tv_weight * self.total_variation()
-        terms.update(volume_terms(c, alpha, normal, d, (B, H, W), base))
-
-        def img(x: Tensor) -> Tensor:  # [R, C] -> [B, C, H, W]
-            return x.view(B, H, W, -1).permute(0, 3, 1, 2).contiguous()
-
-        return RenderOut(rgb=img(rgb), alpha=img(a), depth=img(depth[:, None]), normal=img(normal * a),
-                         albedo=img(albedo_pm + bg * (1.0 - a)), terms=terms)
-
-    # -- export --------------------------------------------------------------------------------------
-    def extract_mesh(self, resolution: int = 128) -> Mesh:
-        """Marching cubes at the density level whose silhouettes best match the rendered opacity."""
-        from .extract import extract_mesh
-
-        return extract_mesh(self, resolution)
 
 
 __all__ = ["VoxelConfig", "VoxelGrid"]

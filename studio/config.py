@@ -208,12 +208,12 @@ def build_config(layers: list[dict], overrides: list[str] = ()) -> RunConfig:
     """Merge sparse layers (lowest first) and `--set` overrides into a validated RunConfig."""
     tree: dict[str, Any] = {name: {"kind": kind} for name, kind in DEFAULT_KINDS.items()}
     for layer in layers:
-        tree = merge(tree, layer, POLYMORPHIC)
+        tree = merge(tree, _with_moved_keys(layer, tree), POLYMORPHIC)
     set_layer: dict[str, Any] = {}
     for item in overrides:
         keys, value = parse_assignment(item)
         set_path(set_layer, keys, value)
-    tree = merge(tree, set_layer, POLYMORPHIC)
+    tree = merge(tree, _with_moved_keys(set_layer, tree), POLYMORPHIC)
     return from_dict(RunConfig, tree, _resolve).validate()
 
 
@@ -228,11 +228,23 @@ def config_from_toml(text: str) -> RunConfig:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"invalid TOML: {e}") from None
-    return from_dict(RunConfig, data, _resolve).validate()
+    return from_dict(RunConfig, _with_moved_keys(data), _resolve).validate()
 
 
-def field_reference(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, str, str]]:
-    """(key, default, docstring) for every leaf field: the generated reference in docs/config.md."""
+# ---- config keys that moved: config.toml files of older runs still load ------------------------------------
+def _with_moved_keys(layer: dict, below: dict | None = None) -> dict:
+    """`layer` with its [representation] keys that moved (representations.MOVED_KEYS, e.g. `density_bias` ->
+    `blob.bias`) in their new places. The kind is the layer's own, else the one of the layers `below` it."""
+    section = layer.get("representation")
+    if not isinstance(section, dict):
+        return layer
+    below_kind = (below or {}).get("representation", {}).get("kind", DEFAULT_KINDS["representation"])
+    return {**layer, "representation": representations.upgrade_keys(section.get("kind", below_kind), section)}
+
+
+def field_reference(cls: type = RunConfig, prefix: str = "", inst: Any = None) -> list[tuple[str, str, str]]:
+    """(key, default, docstring) for every leaf field of `inst` (default: `cls()`): the generated reference in
+    docs/config.md. A nested section shows the defaults it has in `inst`, which may differ from its class's."""
     import ast
     import inspect
     import textwrap
@@ -240,13 +252,13 @@ def field_reference(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, 
     docs = _field_docs(cls, ast, inspect, textwrap)
     hints = typing.get_type_hints(cls)
     rows = []
-    inst = cls()
+    inst = cls() if inst is None else inst
     for f in dataclasses.fields(cls):
         value = getattr(inst, f.name)
         key = f"{prefix}{f.name}"
         if dataclasses.is_dataclass(value) and not hasattr(type(value), "const"):
             rows.append((key, f"[{type(value).__name__}]", docs.get(f.name, "")))
-            rows.extend(field_reference(type(value), key + "."))
+            rows.extend(field_reference(type(value), key + ".", value))
         else:
             choices = _literal_choices(hints[f.name])
             doc = docs.get(f.name, "") + (f" One of {', '.join(map(repr, choices))}." if choices else "")

@@ -41,13 +41,26 @@ def from_dict(cls: type, data: dict, resolver: Resolver | None = None, path: str
         where = f"[{path}]" if path else "the top level"
         raise ConfigError(f"unknown key {_join(path, unknown[0])!r} in {where}; valid keys: {', '.join(names)}")
     kwargs = {}
-    for name in names:
-        if name in data:
-            kwargs[name] = _convert(hints[name], data[name], _join(path, name), resolver)
+    for f in dataclasses.fields(cls):
+        if f.name in data:
+            value = _over_section_default(f, data[f.name])
+            kwargs[f.name] = _convert(hints[f.name], value, _join(path, f.name), resolver)
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{path or 'config'}: {e}") from None
+
+
+def _over_section_default(f: dataclasses.Field, value: Any) -> Any:
+    """A table for a nested section, merged over the field's own default: the keys it leaves out keep the default
+    of the config holding the section (NeRFConfig's `regularizers` differ from VolumeRegularizers()'s), not the
+    section class's. Polymorphic sections (with a `kind`) and Ramps are left as they are."""
+    if not isinstance(value, dict) or f.default_factory is dataclasses.MISSING:
+        return value
+    default = f.default_factory()
+    if not dataclasses.is_dataclass(default) or hasattr(default, "kind") or hasattr(default, "const"):
+        return value
+    return merge(to_dict(default), value)
 
 
 def _join(path: str, key: str) -> str:

@@ -51,7 +51,7 @@ def small_export_defaults(monkeypatch):
     monkeypatch.setattr(ExportConfig, "__init__", small_init)
 
 
-CRISP_SPHERE = ["representation.density_bias=0.0", "representation.blob_scale=40.0", "representation.blob_radius=0.6"]
+CRISP_SPHERE = ["representation.blob.bias=0.0", "representation.blob.scale=40.0", "representation.blob.radius=0.6"]
 """NeRF overrides whose initial field is an opaque sphere of radius ~0.58 with a sharp edge."""
 
 

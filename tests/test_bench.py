@@ -151,7 +151,7 @@ def test_bench_quality_end_to_end_writes_tables_and_resumes(tmp_path, capsys, mo
             "--workers", "1",
             "--model", "tiny-random", "--out", str(tmp_path / "q"), "--doc", str(tmp_path / "bench.md"),
             "--set", "camera.resolution=32", "--set", "export.mesh_resolution=24", "--set", "export.turntable_frames=0",
-            "--set", "representation.density_bias=0.0"]
+            "--set", "representation.blob.bias=0.0"]
     assert main(args) == 0
     rows = [json.loads(line) for line in (tmp_path / "q" / "results.jsonl").read_text().splitlines()]
     assert len(rows) == 1 and rows[0]["status"] == "finished" and rows[0]["shape"] == "cube"
@@ -164,7 +164,7 @@ def test_bench_quality_end_to_end_writes_tables_and_resumes(tmp_path, capsys, mo
     capsys.readouterr()
     assert main(args) == 0  # resumes: the finished job is not run again
     assert len((tmp_path / "q" / "results.jsonl").read_text().splitlines()) == 1
-    changed = args[:-1] + ["representation.density_bias=0.5"]
+    changed = args[:-1] + ["representation.blob.bias=0.5"]
     assert main(changed) == 0  # another setup: the old row is stale, the job runs again
     rows = [json.loads(line) for line in (tmp_path / "q" / "results.jsonl").read_text().splitlines()]
     assert len(rows) == 2 and rows[0]["setup"] != rows[1]["setup"]

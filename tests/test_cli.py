@@ -14,7 +14,7 @@ VALID_KINDS = ", ".join(sorted(representations.REGISTRY))
 
 FAST = ["--model", "tiny-random", "--set", "camera.resolution=32", "--set", "export.mesh_resolution=32",
         "--set", "export.turntable_frames=4", "--set", "export.turntable_size=32", "--set", "log.preview_every=2"]
-DENSE = ["--set", "representation.density_bias=0.0"]  # start from a solid blob, so even 2 random steps leave a surface
+DENSE = ["--set", "representation.blob.bias=0.0"]  # start from a solid blob, so even 2 random steps leave a surface
 
 
 def run_cli(args, capsys):

@@ -278,7 +278,7 @@ def test_the_fidelity_check_catches_an_over_simplified_export():
     from studio.export.pipeline import FIDELITY_WARN_IOU, prepare
 
     cls = representations.get("nerf")
-    scene = cls(cls.Config(density_bias=0.0, blob_scale=40.0, blob_radius=0.6), 100)
+    scene = cls(cls.Config(blob={"bias": 0.0, "scale": 40.0, "radius": 0.6}), 100)
     cfg = dict(mesh_resolution=32, texture_size=32, fidelity_views=2, fidelity_size=32)
     good = prepare(scene, ExportConfig(faces=2000, **cfg)).stats
     bad = prepare(scene, ExportConfig(faces=12, **cfg)).stats

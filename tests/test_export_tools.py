@@ -88,8 +88,8 @@ def test_every_representation_exports_a_valid_glb_that_matches_its_renders(kind,
 
     cls = representations.get(kind)
     cfg = cls.Config()
-    if hasattr(cfg, "density_bias"):  # volumes start as a faint blob; a crisp one has a surface to compare
-        cfg = dataclasses.replace(cfg, density_bias=0.0)
+    if hasattr(cfg, "blob"):  # volumes start as a faint blob; a crisp one has a surface to compare
+        cfg = dataclasses.replace(cfg, blob=dataclasses.replace(cfg.blob, bias=0.0))
     torch.manual_seed(0)
     scene = cls(cfg, 100)
     # 64 px views: at 32 px a one-pixel silhouette difference alone costs ~0.1 IoU on these small objects

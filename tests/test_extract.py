@@ -73,7 +73,7 @@ def test_empty_fields_give_empty_meshes_not_errors():
     empty = Cone(peak=0.0)
     mesh = extract_mesh(empty, resolution=16)
     assert mesh.is_empty and mesh.faces.shape == (0, 3) and mesh.vertices.shape == (0, 3)
-    faint = NeRF(NeRFConfig(density_bias=-30.0), total_steps=1)
+    faint = NeRF(NeRFConfig(blob={"bias": -30.0}), total_steps=1)
     assert extract_mesh(faint, resolution=16).is_empty
 
 

@@ -300,7 +300,7 @@ def test_two_stage_nerf_then_flexicubes_run_writes_a_watertight_glb(tmp_path):
 
     small = ["guidance.model=tiny-random", "camera.resolution=32", "export.mesh_resolution=32",
              "export.turntable_frames=2", "export.turntable_size=24", "log.checkpoint_every=0"]
-    coarse = build_config([{"prompt": "a red cube", "steps": 2}], small + ["representation.density_bias=0.0"])
+    coarse = build_config([{"prompt": "a red cube", "steps": 2}], small + ["representation.blob.bias=0.0"])
     *_, first = run(coarse, tmp_path / "coarse")
     refine = build_config([{"prompt": "a red cube", "steps": 2, "init_from": str(first.run_dir)}],
                           small + ["representation.kind=\"flexicubes\"", "representation.resolution=24",

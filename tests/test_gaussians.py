@@ -123,7 +123,7 @@ def test_splat_ply_of_a_scene_renders_the_same_scene(tmp_path):
 def test_init_from_puts_gaussians_where_the_source_is_dense():
     from representations.voxel import VoxelConfig, VoxelGrid
 
-    src = VoxelGrid(VoxelConfig(resolution_start=16, resolution=16, blob_radius=0.3), 10)
+    src = VoxelGrid(VoxelConfig(resolution_start=16, resolution=16, blob={"radius": 0.3}), 10)
     with torch.no_grad():
         src.color_grid[:] = torch.tensor([3.0, -3.0, -3.0])[:, None, None, None]  # red
     rep = Gaussians(GaussiansConfig(num_init=500), 10)

@@ -12,6 +12,7 @@ from representations.base import for_image_fitting
 from representations.hashgrid import (
     HashGrid, HashGridConfig, hash_encode_reference, hash_mlp, hash_mlp_reference, plan_levels,
 )
+from representations.marched import BlobConfig
 from representations.nerf import NeRF, NeRFConfig
 from representations.occupancy import OccupancyGrid, march, ray_box
 from representations.shading import Shading, front_light, shade
@@ -174,7 +175,7 @@ def test_empty_occupancy_grid_falls_back_to_sampling_everywhere():
     grid = OccupancyGrid(resolution=8)
     grid.update(lambda p: torch.zeros(len(p)))
     assert grid.occupied.all()
-    model = NeRF(NeRFConfig(density_bias=-200.0), total_steps=1)  # density exactly 0 in float32
+    model = NeRF(NeRFConfig(blob={"bias": -200.0}), total_steps=1)  # density exactly 0 in float32
     cams = ring_cameras(1, 16)
     out = model.render(cams, Shading(front_light(cams.position)))
     out.rgb.sum().backward()  # still connected to the parameters
@@ -184,7 +185,7 @@ def test_empty_occupancy_grid_falls_back_to_sampling_everywhere():
 def test_occupancy_skipping_renders_like_dense_sampling():
     torch.manual_seed(5)
     # skipping only (early stop has its own test); a faint start whose sub-threshold tail is negligible
-    model = NeRF(NeRFConfig(early_stop_depth=0.0, density_bias=-7.0), total_steps=100).eval()
+    model = NeRF(NeRFConfig(march={"early_stop_depth": 0.0}, blob={"bias": -7.0}), total_steps=100).eval()
     cams = ring_cameras(2, 32)
     shading = Shading(front_light(cams.position))
     model.update_occupancy(full=True)
@@ -216,7 +217,7 @@ def test_initial_field_is_a_small_visible_centred_blob():
 
 
 def test_surface_normals_point_outward_for_a_radial_field():
-    cfg = NeRFConfig(blob_scale=20.0, density_bias=0.0, blob_radius=0.5)
+    cfg = NeRFConfig(blob=BlobConfig(bias=0.0, scale=20.0, radius=0.5))
     model = NeRF(cfg, total_steps=10)
     with torch.no_grad():
         model.encoder.table.zero_()
@@ -274,18 +275,18 @@ def test_fitted_sphere_has_the_right_silhouette_and_early_termination_is_harmles
     iou = ((out.alpha > 0.5) & (target > 0.5)).sum() / ((out.alpha > 0.5) | (target > 0.5)).sum()
     assert iou > 0.85
     with_stop = fitted.last_sample_count
-    fitted.cfg.early_stop_depth = 0.0
+    fitted.cfg.march.early_stop_depth = 0.0
     try:
         full = fitted.render(cams, shading)
     finally:
-        fitted.cfg.early_stop_depth = NeRFConfig().early_stop_depth
+        fitted.cfg.march.early_stop_depth = NeRFConfig().march.early_stop_depth
     assert with_stop < 0.9 * fitted.last_sample_count
     assert (out.alpha - full.alpha).abs().max() < 2e-3
     assert (out.rgb - full.rgb).abs().max() < 0.02
 
 
 def test_occupancy_update_schedule_and_state():
-    model = NeRF(NeRFConfig(occ_update_every=4), total_steps=10)
+    model = NeRF(NeRFConfig(occupancy={"update_every": 4}), total_steps=10)
     model.before_step(0)
     assert int(model.occupancy.updates) == 1
     for step in range(1, 4):
@@ -319,7 +320,7 @@ def test_coherence_term_penalises_specks_and_trains_the_density():
     torch.manual_seed(0)
     cams = random_cameras(torch.Generator().manual_seed(1), size=24)
     shading = Shading(front_light(cams.position), "albedo")
-    rep = NeRF(NeRFConfig(coherence_weight=1.0, density_bias=0.0), 10)
+    rep = NeRF(NeRFConfig(coherence_weight=1.0, blob={"bias": 0.0}), 10)
     smooth = rep.render(cams, shading).terms["coherence"]
     assert smooth.requires_grad and float(smooth.detach()) >= 0.0
     smooth.backward()

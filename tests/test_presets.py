@@ -9,14 +9,14 @@ from studio.run import run
 
 SMALL = ["guidance.model=tiny-random", "camera.resolution=32", "export.mesh_resolution=24",
          "export.turntable_frames=2", "export.turntable_size=24", "log.checkpoint_every=0"]
-DENSE = "representation.density_bias=0.0"
+DENSE = "representation.blob.bias=0.0"
 """Volume representations start from a solid blob, so even 2 random steps leave a surface to export."""
 
 
 def small_overrides(layer: dict) -> list[str]:
-    """SMALL, plus DENSE when the preset's representation has a density bias."""
+    """SMALL, plus DENSE when the preset's representation starts from a blob."""
     cfg = build_config([layer, {"prompt": "x"}])
-    return SMALL + ([DENSE] if hasattr(cfg.representation, "density_bias") else [])
+    return SMALL + ([DENSE] if hasattr(cfg.representation, "blob") else [])
 
 
 def test_presets_are_shipped():

@@ -50,9 +50,9 @@ def test_volumes_add_the_normal_tv_term_and_it_reaches_the_field(kind):
     cams = ring_cameras(2, 24, elevation_deg=20.0)
     shading = Shading(front_light(cams.position), "lambertian")
     if kind == "nerf":
-        rep = NeRF(NeRFConfig(normal_tv_weight=10.0, density_bias=0.0), 10)
+        rep = NeRF(NeRFConfig(regularizers={"normal_tv_weight": 10.0}, blob={"bias": 0.0}), 10)
     else:
-        rep = VoxelGrid(VoxelConfig(normal_tv_weight=10.0, density_bias=0.0), 10)
+        rep = VoxelGrid(VoxelConfig(regularizers={"normal_tv_weight": 10.0}, blob={"bias": 0.0}), 10)
     smooth = rep.render(cams, shading).terms["normal_tv"]
     assert smooth.requires_grad and float(smooth.detach()) > 0.0
     smooth.backward()
@@ -61,9 +61,10 @@ def test_volumes_add_the_normal_tv_term_and_it_reaches_the_field(kind):
         for p in rep.parameters():
             if p.dim() > 1:
                 p.add_(3.0 * torch.randn_like(p))
-    rep.update_occupancy(**({"full": True} if kind == "nerf" else {}))
+    rep.update_occupancy(full=True)
     assert float(rep.render(cams, shading).terms["normal_tv"].detach()) > 2 * float(smooth.detach())
-    off = NeRF(NeRFConfig(normal_tv_weight=0.0), 10) if kind == "nerf" else VoxelGrid(VoxelConfig(normal_tv_weight=0.0), 10)
+    off_cfg = {"regularizers": {"normal_tv_weight": 0.0}}
+    off = NeRF(NeRFConfig(**off_cfg), 10) if kind == "nerf" else VoxelGrid(VoxelConfig(**off_cfg), 10)
     assert "normal_tv" not in off.render(cams, shading).terms
 
 
@@ -90,7 +91,7 @@ def test_volumes_add_the_albedo_tv_term_and_it_reaches_the_field(kind):
     shading = Shading(front_light(cams.position), "lambertian")
 
     def make(weight: float):
-        cfg = dict(albedo_tv_weight=weight, density_bias=0.0)
+        cfg = dict(regularizers={"albedo_tv_weight": weight}, blob={"bias": 0.0})
         return NeRF(NeRFConfig(**cfg), 10) if kind == "nerf" else VoxelGrid(VoxelConfig(**cfg), 10)
 
     assert "albedo_tv" not in make(0.0).render(cams, shading).terms

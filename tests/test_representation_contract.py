@@ -190,3 +190,91 @@ def test_extract_mesh_after_fitting_a_sphere(kind):
     assert 0.4 < np.median(r) < 0.8, "the mesh should be about the fitted sphere"
     edges = trimesh.grouping.group_rows(tm.edges_sorted, require_count=1)
     assert len(edges) <= 0.01 * len(tm.edges_unique), "mostly watertight"
+
+
+# ---- the config: sections, TOML round trip, keys that moved --------------------------------------------------
+def _sections(cfg) -> list[str]:
+    import dataclasses
+
+    return [f.name for f in dataclasses.fields(cfg) if dataclasses.is_dataclass(getattr(cfg, f.name))]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_config_round_trips_through_toml(kind):
+    from studio.config import build_config, config_from_toml, config_to_toml
+
+    cfg = build_config([{"prompt": "x", "representation": {"kind": kind}}])
+    assert cfg.representation == representations.get(kind).Config()
+    assert config_from_toml(config_to_toml(cfg)).representation == cfg.representation
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_setting_one_key_of_a_section_keeps_the_kinds_other_defaults(kind):
+    """`--set representation.SECTION.KEY=...` changes that key only: the section's other keys keep this
+    representation's defaults (the NeRF's regulariser weights are not VolumeRegularizers()'s)."""
+    import dataclasses
+
+    from studio.config import build_config
+
+    default = representations.get(kind).Config()
+    for name in _sections(default):
+        section = getattr(default, name)
+        leaf = next(f.name for f in dataclasses.fields(section) if type(getattr(section, f.name)) in (int, float))
+        value = getattr(section, leaf) + 1
+        cfg = build_config([{"prompt": "x", "representation": {"kind": kind}}],
+                           [f"representation.{name}.{leaf}={value}"]).representation
+        assert getattr(cfg, name) == dataclasses.replace(section, **{leaf: value}), name
+
+
+@pytest.mark.parametrize("kind", sorted(representations.MOVED_KEYS))
+def test_an_old_config_toml_with_flat_keys_still_loads(kind):
+    """A config.toml written before the shared fields became sections (`density_bias`, `occ_threshold`, ...)
+    loads with every old key's value in its new place; an explicit new key wins over an old one."""
+    import tomllib
+
+    import tomli_w
+
+    from studio.config import build_config, config_from_toml, config_to_toml
+
+    cfg = build_config([{"prompt": "x", "representation": {"kind": kind}}])
+    old_table, expected = {"kind": kind}, {}
+    for i, (old_key, new_key) in enumerate(representations.MOVED_KEYS[kind].items()):
+        section, leaf = new_key.split(".")
+        value = getattr(getattr(cfg.representation, section), leaf) + (i + 1)  # a value unlike the default
+        old_table[old_key] = expected[new_key] = value
+    old_file = {**tomllib.loads(config_to_toml(cfg)), "representation": old_table}
+    loaded = config_from_toml(tomli_w.dumps(old_file)).representation
+    for new_key, value in expected.items():
+        section, leaf = new_key.split(".")
+        assert getattr(getattr(loaded, section), leaf) == value, new_key
+    # the same keys through the layers (an old file passed to --config, or --set), and a new key beside an old one
+    layered = build_config([{"prompt": "x", "representation": {"kind": kind, "density_bias": 0.25}}],
+                           ["representation.blob.bias=0.5", "representation.blob_scale=7.0"]).representation
+    assert (layered.blob.bias, layered.blob.scale) == (0.5, 7.0)
+
+
+def test_upgrade_keys_moves_only_the_kinds_moved_keys():
+    old = {"kind": "nerf", "density_bias": 0.0, "blob": {"scale": 2.0}, "hidden": 16}
+    assert representations.upgrade_keys("nerf", old) == {"kind": "nerf", "blob": {"scale": 2.0, "bias": 0.0},
+                                                           "hidden": 16}
+    assert old["density_bias"] == 0.0, "the table passed in is not changed"
+    assert representations.upgrade_keys("nerf", {"density_bias": 1.0, "blob": {"bias": 2.0}}) == {"blob": {"bias": 2.0}}
+    assert representations.upgrade_keys("gaussians", {"sparsity_weight": 0.0}) == {"sparsity_weight": 0.0}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_for_image_fitting_turns_off_only_the_distillation_tuned_weights(kind):
+    from representations.base import DISTILLATION_TUNED
+
+    cfg = representations.get(kind).Config()
+    fitted = for_image_fitting(cfg)
+    assert fitted is not cfg
+    weights = getattr(cfg, "regularizers", None)
+    if weights is None:
+        assert fitted == cfg
+        return
+    for name in DISTILLATION_TUNED:
+        assert getattr(fitted.regularizers, name) == 0.0
+    untouched = [n for n in vars(weights) if n not in DISTILLATION_TUNED]
+    assert all(getattr(fitted.regularizers, n) == getattr(weights, n) for n in untouched)
+    assert fitted.regularizers is not cfg.regularizers

@@ -25,7 +25,7 @@ def status(run_dir):
     return json.loads((run_dir / "status.json").read_text())
 
 
-DENSE = ["representation.density_bias=0.0"]  # a solid blob: even 2 random steps leave a surface to export
+DENSE = ["representation.blob.bias=0.0"]  # a solid blob: even 2 random steps leave a surface to export
 FULL_EXPORT = ["extract mesh", "simplify", "unwrap UVs", "bake texture", "fidelity check",
                "write glb", "write obj", "write ply", "turntable"]
 

@@ -18,7 +18,7 @@ from ui.limits import ServerLimits, check_run
 
 SMALL = ("camera.resolution = 32\nexport.mesh_resolution = 24\nexport.turntable_frames = 2\n"
          "export.turntable_size = 24\nexport.texture_size = 64\nexport.fidelity_views = 0\nlog.preview_every = 2\n"
-         "log.checkpoint_every = 2\nrepresentation.density_bias = 0.0")
+         "log.checkpoint_every = 2\nrepresentation.blob.bias = 0.0")
 
 
 def page_values(**changes) -> list:

@@ -22,7 +22,7 @@ from ui.form import FormValues, build_run_config, form_defaults, registry_choice
 from ui.server import parse_auth
 
 SMALL = ("camera.resolution = 32\nexport.mesh_resolution = 24\nexport.turntable_frames = 2\n"
-         "export.turntable_size = 24\nlog.preview_every = 2\nrepresentation.density_bias = 0.0")
+         "export.turntable_size = 24\nlog.preview_every = 2\nrepresentation.blob.bias = 0.0")
 
 
 def small_form(prompt="a red cube", steps=3, **kw) -> FormValues:

@@ -13,7 +13,7 @@ from representations.voxel import VoxelConfig, VoxelGrid
 
 
 def small(**kw) -> VoxelGrid:
-    return VoxelGrid(VoxelConfig(**{"resolution_start": 8, "resolution": 16, "occ_resolution": 16, **kw}), 100)
+    return VoxelGrid(VoxelConfig(**{"resolution_start": 8, "resolution": 16, "occupancy": {"resolution": 16}, **kw}), 100)
 
 
 def test_density_is_interpolated_before_activation():
@@ -36,7 +36,7 @@ def test_density_is_interpolated_before_activation():
 
 def test_upscaling_schedule_keeps_the_field_and_the_optimiser():
     rep = VoxelGrid(VoxelConfig(resolution_start=16, resolution=32, upscale_times=2, upscale_until=0.5,
-                                occ_resolution=16), total_steps=100)
+                                occupancy={"resolution": 16}), total_steps=100)
     assert rep.schedule() == {25: 23, 50: 32}
     torch.manual_seed(0)
     pts = torch.rand(500, 3) * 1.6 - 0.8
@@ -86,7 +86,7 @@ def test_empty_space_skipping_changes_nothing_but_the_sample_count():
 
 def test_state_round_trip_across_an_upscale():
     rep = VoxelGrid(VoxelConfig(resolution_start=8, resolution=16, upscale_times=1, upscale_until=0.1,
-                                occ_resolution=16), total_steps=20)
+                                occupancy={"resolution": 16}), total_steps=20)
     cams = orbit_cameras(torch.tensor([30.0]), torch.tensor([15.0]), torch.tensor([2.7]), torch.tensor([47.0]), 16, 16)
     for step in range(3):
         rep.before_step(step)
