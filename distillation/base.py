@@ -1,4 +1,5 @@
-"""The contract every distillation loss fulfils (SDS, VSD, CSM, TSM, ISM)."""
+"""The contract every distillation loss fulfils (SDS, VSD, CSM, TSM, ISM), and `gradient_loss`, the one way they
+turn a gradient into a loss."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -39,6 +40,16 @@ class DistillationConfig:
     """Registry key of the loss (set by each subclass)."""
     guidance_scale: float = 7.5
     """Classifier-free guidance scale s in eps_u + s * (eps_c - eps_u) (the diffusers convention)."""
+
+
+def gradient_loss(x0: Tensor, grad: Tensor) -> Tensor:
+    """The scalar whose gradient w.r.t. x0 is exactly grad / B: 0.5·‖x0 − (x0 − grad).detach()‖² summed over the
+    batch, divided by B (the reparameterisation every score-distillation loss uses).
+
+    x0 [B, ...] differentiable latents (any float dtype, computed in float32); grad [B, ...] float32, no graph.
+    """
+    x0 = x0.float()
+    return 0.5 * ((x0 - (x0 - grad).detach()) ** 2).sum() / x0.shape[0]
 
 
 class Distillation(nn.Module):

@@ -18,16 +18,20 @@ Cost per step: ceil(t / inversion_stride) unconditional inversion passes (≤ 5)
 """
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
-from distillation.base import Distillation, DistillationConfig, LossOut, TextEmbeds
+from distillation.base import Distillation, DistillationConfig, LossOut, TextEmbeds, gradient_loss
 from distillation.inversion import invert_from_clean, inversion_evals
-from distillation.schedule import Ramp, at_step, check_weighting, sample_timesteps, weight
+from distillation.schedule import (Ramp, Weighting, at_step, check_timestep_range, check_weighting, sample_timesteps,
+                                   weight)
 
-NOISE_SOURCES = ("ddim", "random")
+NoiseSource = typing.Literal["ddim", "random"]
+"""How CSM makes x_t: "ddim" = DDIM inversion of x0 (CSM), "random" = add_noise with fresh noise (CSD)."""
+NOISE_SOURCES: tuple[str, ...] = typing.get_args(NoiseSource)
 
 
 @dataclass
@@ -37,32 +41,25 @@ class CSMConfig(DistillationConfig):
     kind: str = "csm"
     """Registry key."""
     guidance_scale: float = 20.0
-    """s multiplying the classifier term ε_c − ε_u; 20 gives the same classifier term as the SDS default (tuned for
-    the embedded model). CSD's paper weights the term without a scale (s = 1 there, with larger learning rates)."""
+    """s multiplying the classifier term ε_c − ε_u; 20 matches SDS's default classifier term (docs/losses/csm.md)."""
     t_min: float = 0.02
     """Lowest sampled timestep, as a fraction of the model's num_train_timesteps."""
     t_max: Ramp = field(default_factory=lambda: Ramp(0.98, 0.5, 0, -1))
     """Highest sampled timestep (fraction), annealed as in SDS."""
-    noise: str = "ddim"
-    """How x_t is made: "ddim" = DDIM inversion of x0 (CSM, deterministic), "random" = add_noise with fresh
-    Gaussian noise (CSD)."""
+    noise: NoiseSource = "ddim"
+    """How x_t is made: DDIM inversion of x0 ("ddim", CSM) or add_noise with fresh noise ("random", CSD)."""
     inversion_stride: int = 200
     """Timesteps per DDIM inversion step (noise = "ddim")."""
     inversion_steps: int = 5
-    """At most this many inversion steps; x0 is first noised (with zero noise: deterministic) to
-    t − stride·steps when t is farther than that."""
-    weighting: str = "sds"
-    """w(t): "sds" = 1 − ᾱ_t, "uniform", "fantasia", "ism" (see schedule.WEIGHTINGS)."""
+    """At most this many inversion steps; beyond them x0 is first noised (zero noise) to t − stride·steps."""
+    weighting: Weighting = "sds"
+    """Timestep weighting w(t) (schedule.WEIGHTINGS); "sds" = 1 − ᾱ_t."""
 
     def __post_init__(self) -> None:
         check_weighting(self.weighting)
         if self.noise not in NOISE_SOURCES:
             raise ValueError(f"csm.noise {self.noise!r} is unknown; use one of {', '.join(NOISE_SOURCES)}")
-        t_max = self.t_max if isinstance(self.t_max, Ramp) else Ramp.const(float(self.t_max))
-        lowest = min(t_max.start, t_max.end)
-        if not 0.0 <= self.t_min <= lowest <= max(t_max.start, t_max.end) <= 1.0:
-            raise ValueError(f"csm timesteps need 0 <= t_min ({self.t_min}) <= t_max (lowest {lowest}) <= 1; "
-                             "lower t_min or raise t_max")
+        check_timestep_range("csm", self.t_min, self.t_max)
         if self.inversion_stride < 1 or self.inversion_steps < 1:
             raise ValueError("csm.inversion_stride and inversion_steps must be >= 1")
 
@@ -97,8 +94,7 @@ class CSM(Distillation):
             eps_c, eps_u = g.predict_eps_cfg(x_t, t, cond, uncond)
             w = weight(cfg.weighting, g.alphas_cumprod[t].float()).view(b, 1, 1, 1)
             grad = torch.nan_to_num(w * cfg.guidance_scale * (eps_c.float() - eps_u.float()))
-        x0 = x0.float()
-        loss = 0.5 * ((x0 - (x0 - grad).detach()) ** 2).sum() / b
+        loss = gradient_loss(x0, grad)
         logs = {
             "t": (t.float().mean() / g.num_train_timesteps).item(),
             "grad_norm": grad.flatten(1).norm(dim=1).mean().item(),

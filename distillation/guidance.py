@@ -9,11 +9,14 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from distillation.base import TextEmbeds
 
@@ -30,8 +33,9 @@ def cfg_combine(eps_cond: Tensor, eps_uncond: Tensor, scale: float) -> Tensor:
     return eps_uncond + scale * (eps_cond - eps_uncond)
 
 
-def _resolve_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torch.dtype:
-    """None / "auto" -> fp16 on CUDA, fp32 elsewhere; also "fp32" / "fp16" / "bf16" (or the torch names)."""
+def resolve_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torch.dtype:
+    """None / "auto" -> fp16 on CUDA, fp32 elsewhere; also "fp32" / "fp16" / "bf16" or "float32" / "float16" /
+    "bfloat16" (GuidanceConfig.dtype) or a torch.dtype. GuidanceLoadError for any other name."""
     if dtype is None or dtype == "auto":
         return torch.float16 if device.type == "cuda" else torch.float32
     if isinstance(dtype, torch.dtype):
@@ -61,7 +65,7 @@ class Guidance:
         if len(text_encoders) not in (1, 2) or len(tokenizers) != len(text_encoders):
             raise GuidanceLoadError("Guidance needs one text encoder + tokenizer (SD) or two (SDXL)")
         self.device = torch.device(device)
-        self.dtype = _resolve_dtype(dtype, self.device)
+        self.dtype = resolve_dtype(dtype, self.device)
         self.family = "sd" if len(text_encoders) == 1 else "sdxl"
         known = inspect.signature(DDIMScheduler.__init__).parameters
         sched = DDIMScheduler.from_config({k: v for k, v in scheduler_config.items() if k in known})
@@ -124,7 +128,7 @@ class Guidance:
         for piece in pieces:
             if not (folder / piece).is_dir():
                 raise GuidanceLoadError(f"{folder} is incomplete: the {piece}/ folder is missing")
-        torch_dtype = _resolve_dtype(dtype, torch.device(device))
+        torch_dtype = resolve_dtype(dtype, torch.device(device))
         from diffusers import AutoencoderKL, UNet2DConditionModel
         from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
@@ -285,6 +289,47 @@ class Guidance:
         labels = None if class_labels is None else torch.cat([class_labels, class_labels])
         eps = self.predict_eps(torch.cat([x_t, x_t]), torch.cat([t, t]), both, labels)
         return eps[:b], eps[b:]
+
+    # ---- adapters (for losses that fine-tune a copy of the model, e.g. VSD's LoRA) ------------------------
+    def add_adapter(self, name: str, lora_config) -> dict[str, Tensor]:
+        """Add a LoRA adapter `name` (a peft LoraConfig) to the UNet, switched off: every pass outside
+        `with self.adapter(name)` still sees the pretrained model. Returns the adapter's parameters {UNet parameter
+        name: tensor}, in float32 even when the UNet runs in fp16; they take gradients inside `adapter(name)` only,
+        and the caller trains them (its own optimizer, its own checkpoint state)."""
+        with warnings.catch_warnings():  # several adapters on one UNet (e.g. two VSDs in tests) are intended
+            warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
+            self.unet.add_adapter(lora_config, adapter_name=name)
+        params = {n: p for n, p in self.unet.named_parameters() if f".{name}." in n}
+        for p in params.values():
+            p.data = p.data.float()
+        self.unet.disable_adapters()
+        return params
+
+    @property
+    def class_embedding_width(self) -> int | None:
+        """Width D of the [B, D] output a `class_embedding` given to `adapter` must have (the UNet's timestep
+        embedding width); None when the UNet has a class embedding of its own (the slot is taken)."""
+        if getattr(self.unet, "class_embedding", None) is not None:
+            return None
+        return self.unet.time_embedding.linear_2.out_features
+
+    @contextmanager
+    def adapter(self, name: str, class_embedding: nn.Module | None = None) -> Iterator[None]:
+        """Within: the UNet runs with adapter `name` (from `add_adapter`) on and, if given, `class_embedding`
+        ([B, K] class_labels -> [B, class_embedding_width]) in its class-embedding slot; both off again on exit."""
+        unet = self.unet
+        if class_embedding is not None and self.class_embedding_width is None:
+            raise ValueError("this UNet has a class embedding of its own; adapter() cannot attach another")
+        unet.set_adapter(name)
+        unet.enable_adapters()
+        if class_embedding is not None:
+            unet.class_embedding = class_embedding
+        try:
+            yield
+        finally:
+            unet.disable_adapters()
+            if class_embedding is not None:
+                unet.class_embedding = None
 
 
 def _sdxl_text(g: Guidance, prompts: list[str]) -> tuple[Tensor, Tensor]:

@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from distillation.base import Distillation, DistillationConfig, LossOut, TextEmbeds
+from distillation.base import Distillation, DistillationConfig, LossOut, TextEmbeds, gradient_loss
 from distillation.guidance import cfg_combine
 from distillation.inversion import invert_from_clean, inversion_evals
-from distillation.schedule import Ramp, at_step, check_weighting, interval_timesteps, weight
+from distillation.schedule import (Ramp, Weighting, as_ramp, at_step, check_timestep_range, check_weighting,
+                                   interval_timesteps, weight)
 
 
 @dataclass
@@ -32,28 +33,22 @@ class ISMConfig(DistillationConfig):
     t_min: float = 0.02
     """Lowest t, as a fraction of the model's num_train_timesteps (LucidDreamer: 0.02)."""
     t_max: Ramp = field(default_factory=lambda: Ramp(0.98, 0.5, 0, -1))
-    """Highest t (fraction). LucidDreamer ramps 0.98 -> 0.5 over its warm-up, the first 1500 of 5000 steps (30%):
-    for that, set to_step to 0.3·steps; the default ramps over the whole run."""
+    """Highest t (fraction), ramped over the whole run (LucidDreamer: over its first 30%, docs/losses/ism.md)."""
     delta: Ramp = field(default_factory=lambda: Ramp(100.0, 80.0, 0, -1))
     """Interval δ = t − s in timesteps, ramped like t_max (LucidDreamer: 100 -> 80, some configs 50)."""
     inversion_stride: int = 200
     """Timesteps per DDIM inversion step on the way from x0 to x_s (LucidDreamer: 200)."""
     inversion_steps: int = 5
-    """At most this many inversion steps to reach x_s (LucidDreamer: 5); x0 is noised to s − stride·steps first
-    when s is farther than that."""
-    weighting: str = "ism"
-    """w(t): "ism" = √((1 − ᾱ_t)/ᾱ_t) (the paper's), or "sds", "uniform", "fantasia" (see schedule.WEIGHTINGS)."""
+    """At most this many inversion steps to reach x_s (LucidDreamer: 5); x0 is first noised to s − stride·steps."""
+    weighting: Weighting = "ism"
+    """Timestep weighting w(t) (schedule.WEIGHTINGS); "ism" = √((1 − ᾱ_t)/ᾱ_t) is the paper's."""
     loss_weight: float = 0.1
     """λ multiplying the gradient (LucidDreamer's configs: 0.1)."""
 
     def __post_init__(self) -> None:
         check_weighting(self.weighting)
-        t_max = self.t_max if isinstance(self.t_max, Ramp) else Ramp.const(float(self.t_max))
-        delta = self.delta if isinstance(self.delta, Ramp) else Ramp.const(float(self.delta))
-        lowest = min(t_max.start, t_max.end)
-        if not 0.0 <= self.t_min <= lowest <= max(t_max.start, t_max.end) <= 1.0:
-            raise ValueError(f"{self.kind} timesteps need 0 <= t_min ({self.t_min}) <= t_max (lowest {lowest}) <= 1; "
-                             "lower t_min or raise t_max")
+        check_timestep_range(self.kind, self.t_min, self.t_max)
+        delta = as_ramp(self.delta)
         if min(delta.start, delta.end) < 0:
             raise ValueError(f"{self.kind}.delta must be >= 0 timesteps")
         if self.inversion_stride < 1 or self.inversion_steps < 1:
@@ -87,8 +82,7 @@ class ISM(Distillation):
             eps_hat = cfg_combine(eps_c.float(), eps_u.float(), cfg.guidance_scale)
             w = weight(cfg.weighting, g.alphas_cumprod[t].float()).view(b, 1, 1, 1)
             grad = torch.nan_to_num(cfg.loss_weight * w * (eps_hat - eps_s.float()))
-        x0 = x0.float()
-        loss = 0.5 * ((x0 - (x0 - grad).detach()) ** 2).sum() / b
+        loss = gradient_loss(x0, grad)
         logs = {
             "t": (t.float().mean() / g.num_train_timesteps).item(),
             "s": (s.float().mean() / g.num_train_timesteps).item(),

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, get_args
 
 if TYPE_CHECKING:  # torch is not imported at import time: the run config reads PGCConfig
     from torch import Tensor
 
-NORMS = ("linf", "l2")
+PixelNorm = Literal["linf", "l2"]
+"""The per-pixel norm over the channels PGC bounds: max |g_c| ("linf", the paper's) or the L2 norm ("l2")."""
+NORMS: tuple[str, ...] = get_args(PixelNorm)
 
 
 @dataclass
@@ -20,8 +22,8 @@ class PGCConfig:
     """Clip (True) or pass gradients through unchanged (False)."""
     threshold: float = 0.1
     """c: the largest per-pixel gradient norm let through (0.1 in the PGC paper's code, 0.05 in Dreamer XL)."""
-    norm: str = "linf"
-    """Per-pixel norm over the channels: "linf" (max |g_c|, the paper's default) or "l2"."""
+    norm: PixelNorm = "linf"
+    """Per-pixel norm over the channels: max |g_c| ("linf", the paper's default) or the L2 norm ("l2")."""
 
     def __post_init__(self) -> None:
         if self.norm not in NORMS:

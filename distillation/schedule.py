@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:  # torch is imported lazily: configs (and `studio --help`) read this file without torch
     import torch
@@ -40,9 +40,24 @@ class Ramp:
         return cls(value, value, 0, 0)
 
 
+def as_ramp(value: float | Ramp) -> Ramp:
+    """A float field that may also be a Ramp, as a Ramp (a number becomes a constant one)."""
+    return value if isinstance(value, Ramp) else Ramp.const(float(value))
+
+
 def at_step(value: float | Ramp, step: int, total_steps: int) -> float:
     """A float field that may also be a Ramp, evaluated at `step`."""
     return value.at(step, total_steps) if isinstance(value, Ramp) else float(value)
+
+
+def check_timestep_range(kind: str, t_min: float, t_max: float | Ramp) -> None:
+    """ValueError unless 0 <= t_min <= t_max <= 1 at every step of the (possibly ramped) t_max; `kind` names the
+    loss in the message."""
+    t_max = as_ramp(t_max)
+    lowest = min(t_max.start, t_max.end)
+    if not 0.0 <= t_min <= lowest <= max(t_max.start, t_max.end) <= 1.0:
+        raise ValueError(f"{kind} timesteps need 0 <= t_min ({t_min}) <= t_max (lowest {lowest}) <= 1; "
+                         "lower t_min or raise t_max")
 
 
 def sample_timesteps(batch: int, t_min: float, t_max: float, num_train_timesteps: int,
@@ -61,6 +76,9 @@ def sample_timesteps(batch: int, t_min: float, t_max: float, num_train_timesteps
     lo = min(lo, hi)
     return torch.randint(lo, hi + 1, (batch,), device=device, generator=generator)
 
+
+Weighting = Literal["sds", "uniform", "fantasia", "ism"]
+"""The type of a `weighting` config field: a key of WEIGHTINGS."""
 
 WEIGHTINGS: dict[str, str] = {
     "sds": "1 − ᾱ_t (DreamFusion)",

@@ -13,18 +13,21 @@ Cost per step: ISM's (inversion to s, one pass at s, one CFG pass) plus one unco
 from __future__ import annotations
 
 import math
+import typing
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from distillation.base import LossOut, TextEmbeds
+from distillation.base import LossOut, TextEmbeds, gradient_loss
 from distillation.guidance import cfg_combine
 from distillation.inversion import invert_from_clean, inversion_evals
 from distillation.ism import ISM, ISMConfig
 from distillation.schedule import weight
 
-MU_RULES = ("paper", "official")
+MuRule = typing.Literal["paper", "official"]
+"""Where μ sits between s and t: "paper" μ = s + γ·(t − s), "official" (Dreamer XL's code) μ = s + √(1 − γ²)·(t − s)."""
+MU_RULES: tuple[str, ...] = typing.get_args(MuRule)
 
 
 @dataclass
@@ -35,7 +38,7 @@ class TSMConfig(ISMConfig):
     """Registry key."""
     gamma: float = 0.3
     """γ in [0, 1] placing μ between s and t (the paper: 0.3)."""
-    mu_rule: str = "paper"
+    mu_rule: MuRule = "paper"
     """"paper": μ = s + γ·(t − s); "official" (Dreamer XL's code): μ = s + √(1 − γ²)·(t − s)."""
 
     def __post_init__(self) -> None:
@@ -75,8 +78,7 @@ class TSM(ISM):
             eps_hat = cfg_combine(eps_c.float(), eps_u.float(), cfg.guidance_scale)
             w = weight(cfg.weighting, g.alphas_cumprod[t].float()).view(b, 1, 1, 1)
             grad = torch.nan_to_num(cfg.loss_weight * w * (eps_hat - eps_mu.float()))
-        x0 = x0.float()
-        loss = 0.5 * ((x0 - (x0 - grad).detach()) ** 2).sum() / b
+        loss = gradient_loss(x0, grad)
         logs = {
             "t": (t.float().mean() / g.num_train_timesteps).item(),
             "s": (s.float().mean() / g.num_train_timesteps).item(),

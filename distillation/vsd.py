@@ -22,17 +22,16 @@ camera embedding carries the view either way).
 from __future__ import annotations
 
 import itertools
-import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from distillation.base import Distillation, DistillationConfig, LossOut, TextEmbeds
+from distillation.base import Distillation, DistillationConfig, LossOut, TextEmbeds, gradient_loss
 from distillation.guidance import cfg_combine
-from distillation.schedule import Ramp, at_step, check_weighting, sample_timesteps, weight
+from distillation.schedule import (Ramp, Weighting, at_step, check_timestep_range, check_weighting, sample_timesteps,
+                                   weight)
 
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 """The attention projections that get a LoRA adapter (every attention processor of the UNet)."""
@@ -52,8 +51,8 @@ class VSDConfig(DistillationConfig):
     """Lowest sampled timestep of the distillation term, as a fraction of num_train_timesteps."""
     t_max: Ramp = field(default_factory=lambda: Ramp(0.98, 0.5, 0, -1))
     """Highest sampled timestep (fraction), annealed (threestudio: 0.98, then 0.5 from step 5000 of 25000)."""
-    weighting: str = "sds"
-    """w(t): "sds" = 1 − ᾱ_t (the paper's), "uniform", "fantasia", "ism" (see schedule.WEIGHTINGS)."""
+    weighting: Weighting = "sds"
+    """Timestep weighting w(t) (schedule.WEIGHTINGS); "sds" = 1 − ᾱ_t is the paper's."""
     lora_rank: int = 4
     """Rank of the LoRA adapters on every attention projection (to_q, to_k, to_v, to_out)."""
     lora_lr: float = 1e-4
@@ -63,11 +62,7 @@ class VSDConfig(DistillationConfig):
 
     def __post_init__(self) -> None:
         check_weighting(self.weighting)
-        t_max = self.t_max if isinstance(self.t_max, Ramp) else Ramp.const(float(self.t_max))
-        lowest = min(t_max.start, t_max.end)
-        if not 0.0 <= self.t_min <= lowest <= max(t_max.start, t_max.end) <= 1.0:
-            raise ValueError(f"vsd timesteps need 0 <= t_min ({self.t_min}) <= t_max (lowest {lowest}) <= 1; "
-                             "lower t_min or raise t_max")
+        check_timestep_range("vsd", self.t_min, self.t_max)
         if self.lora_rank < 1 or not self.lora_lr > 0:
             raise ValueError("vsd.lora_rank must be >= 1 and vsd.lora_lr > 0")
         if not 0.0 <= self.camera_dropout <= 1.0:
@@ -101,37 +96,21 @@ class VSD(Distillation):
         super().__init__(cfg, guidance, total_steps)
         from peft import LoraConfig
 
-        unet = guidance.unet
-        if getattr(unet, "class_embedding", None) is not None:
+        width = guidance.class_embedding_width
+        if width is None:
             raise ValueError("vsd needs a guidance UNet without its own class embedding (the camera embedding "
                              "takes that slot); use another distillation with this model")
-        self.adapter = f"vsd{next(_ADAPTER_IDS)}"
-        with warnings.catch_warnings():  # several VSDs on one guidance (tests) each add their own adapter: intended
-            warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
-            unet.add_adapter(LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_rank, init_lora_weights=True,
-                                        target_modules=LORA_TARGETS), adapter_name=self.adapter)
-        self.lora_names = [n for n, _ in unet.named_parameters() if f".{self.adapter}." in n]
-        lora = dict(unet.named_parameters())
-        self.lora_params = [lora[n] for n in self.lora_names]
-        for p in self.lora_params:
-            p.data = p.data.float()  # adapters train in fp32 even when the UNet runs in fp16
-        unet.disable_adapters()
-        self.camera = CameraEmbedding(unet.time_embedding.linear_2.out_features).to(guidance.device)
+        self.adapter = f"vsd{next(_ADAPTER_IDS)}"  # unique per guidance: several VSDs (tests) each get their own
+        lora = guidance.add_adapter(self.adapter, LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_rank,
+                                                             init_lora_weights=True, target_modules=LORA_TARGETS))
+        self.lora_names, self.lora_params = list(lora), list(lora.values())
+        self.camera = CameraEmbedding(width).to(guidance.device)
         params = self.lora_params + list(self.camera.parameters())
         self.optimizer = torch.optim.AdamW(params, lr=cfg.lora_lr)
 
-    @contextmanager
     def adapted(self):
-        """Within: the guidance UNet is ε_lora (this loss's adapters on, camera embedding attached)."""
-        unet = self.guidance.unet
-        unet.set_adapter(self.adapter)
-        unet.enable_adapters()
-        unet.class_embedding = self.camera
-        try:
-            yield
-        finally:
-            unet.disable_adapters()
-            unet.class_embedding = None
+        """Context: the guidance UNet is ε_lora within (this loss's adapters on, camera embedding attached)."""
+        return self.guidance.adapter(self.adapter, class_embedding=self.camera)
 
     def timesteps(self, batch: int, step: int) -> Tensor:
         """[batch] long t ~ U[t_min, t_max(step)] for the distillation term."""
@@ -157,8 +136,7 @@ class VSD(Distillation):
             w = weight(cfg.weighting, g.alphas_cumprod[t].float()).view(b, 1, 1, 1)
             grad = torch.nan_to_num(w * (eps_hat - eps_lora.float()))
         lora_loss = self.train_lora(x0.detach(), cond, cameras)
-        x0 = x0.float()
-        loss = 0.5 * ((x0 - (x0 - grad).detach()) ** 2).sum() / b
+        loss = gradient_loss(x0, grad)
         logs = {
             "t": (t.float().mean() / g.num_train_timesteps).item(),
             "grad_norm": grad.flatten(1).norm(dim=1).mean().item(),

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import torch
 
+from distillation.guidance import resolve_dtype
+
 from . import paths
 from .config import GuidanceConfig
 from .vocabulary import Vocabulary, prompt_token_warning
@@ -16,13 +18,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """'auto' -> fp16 on CUDA, fp32 on CPU."""
-    if name == "auto":
-        return torch.float16 if device.type == "cuda" else torch.float32
-    return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[name]
 
 
 def load_guidance(cfg: GuidanceConfig):

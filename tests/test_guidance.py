@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shutil
+import typing
 
 import pytest
 import torch
@@ -237,13 +238,61 @@ def test_embeds_batch_mismatch_is_an_error(tiny_sd):
 
 
 def test_dtype_names_and_to_device(tiny_sd):
-    from distillation.guidance import _resolve_dtype
+    from distillation.guidance import resolve_dtype
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert _resolve_dtype(None, cpu) == torch.float32 and _resolve_dtype("auto", cuda) == torch.float16
-    assert _resolve_dtype("bf16", cpu) == torch.bfloat16 and _resolve_dtype("float16", cpu) == torch.float16
+    assert resolve_dtype(None, cpu) == torch.float32 and resolve_dtype("auto", cuda) == torch.float16
+    assert resolve_dtype("bf16", cpu) == torch.bfloat16 and resolve_dtype("float16", cpu) == torch.float16
+    from studio.config import GuidanceConfig  # studio.models resolves GuidanceConfig.dtype with this function
+
+    for name in typing.get_args(typing.get_type_hints(GuidanceConfig)["dtype"]):
+        assert resolve_dtype(name, cpu) == (torch.float32 if name == "auto" else getattr(torch, name))
     with pytest.raises(GuidanceLoadError, match="fp32, fp16, bf16"):
-        _resolve_dtype("fp8", cpu)
+        resolve_dtype("fp8", cpu)
     e = tiny_sd.encode_text(["moved"])
     assert tiny_sd.to_device("cpu") is tiny_sd and tiny_sd.device == cpu
     assert torch.equal(tiny_sd.encode_text(["moved"]).hidden, e.hidden)
+
+
+def test_adapter_is_off_outside_its_context_and_trains_in_fp32():
+    from peft import LoraConfig
+
+    g = tiny_guidance("sd", seed=3)  # a fresh model: the adapter must not leak into the session fixtures
+    x, t, e = torch.randn(2, 4, 8, 8), torch.tensor([100, 700]), g.encode_text(["a red cube"] * 2)
+    with torch.no_grad():
+        before = g.predict_eps(x, t, e)
+    params = g.add_adapter("test", LoraConfig(r=2, lora_alpha=2, init_lora_weights=True,
+                                              target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    assert params and all(".test." in n and p.dtype == torch.float32 for n, p in params.items())
+    with g.adapter("test"):  # they take gradients inside the context only
+        assert all(p.requires_grad for p in params.values())
+    assert not any(p.requires_grad for p in params.values())
+    with torch.no_grad():
+        for p in params.values():
+            p.add_(0.05)
+        outside = g.predict_eps(x, t, e)
+        with g.adapter("test"):
+            inside = g.predict_eps(x, t, e)
+        after = g.predict_eps(x, t, e)
+    assert torch.equal(outside, before) and torch.equal(after, before) and not torch.allclose(inside, before)
+
+
+def test_adapter_attaches_a_class_embedding_only_inside(tiny_sd):
+    from peft import LoraConfig
+
+    g = tiny_guidance("sd", seed=4)
+    g.add_adapter("cam", LoraConfig(r=1, lora_alpha=1, target_modules=["to_q"]))
+    width = g.class_embedding_width
+    assert width == g.unet.time_embedding.linear_2.out_features
+    embedding = torch.nn.Linear(16, width)
+    x, t, e = torch.randn(1, 4, 8, 8), torch.tensor([500]), g.encode_text(["x"])
+    with pytest.raises(RuntimeError, match="boom"), g.adapter("cam", class_embedding=embedding):
+        assert g.unet.class_embedding is embedding
+        out = g.predict_eps(x, t, e, class_labels=torch.randn(1, 16))
+        assert out.shape == x.shape
+        raise RuntimeError("boom")
+    assert g.unet.class_embedding is None  # released even when the pass fails
+    g.unet.class_embedding = embedding  # a UNet with its own class embedding: nothing to attach to
+    assert g.class_embedding_width is None
+    with pytest.raises(ValueError, match="class embedding of its own"), g.adapter("cam", class_embedding=embedding):
+        pass

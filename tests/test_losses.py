@@ -43,8 +43,9 @@ def eps_lora(x, t, cameras):
 class StubGuidance:
     """Guidance primitives with an identity "VAE" (latents = images) and the chosen ε functions above.
 
-    The schedule maths (alpha_bar, add_noise, predict_x0, ddim_move, training_target, model_output) are the real
-    Guidance methods; only the noise predictions are chosen. `unet` (a real tiny UNet) serves VSD's LoRA step.
+    The schedule maths (alpha_bar, add_noise, predict_x0, ddim_move, training_target, model_output) and the adapter
+    primitives (add_adapter, adapter, class_embedding_width) are the real Guidance methods; only the noise
+    predictions are chosen. `unet` (a real tiny UNet) serves VSD's adapters and LoRA step.
     """
 
     num_train_timesteps = T
@@ -58,6 +59,9 @@ class StubGuidance:
     ddim_move = Guidance.ddim_move
     training_target = Guidance.training_target
     model_output = Guidance.model_output
+    add_adapter = Guidance.add_adapter
+    adapter = Guidance.adapter
+    class_embedding_width = Guidance.class_embedding_width
 
     def __init__(self, unet=None, scale: float = 1.0) -> None:
         self.unet, self.scale = unet, scale
@@ -303,6 +307,36 @@ def test_config_validation(kind, bad, match):
     with pytest.raises(ValueError, match=match):
         distillation.get(kind).Config(**bad)
     assert distillation.get(kind).Config().kind == kind
+
+
+@pytest.mark.parametrize("cls", [distillation.get(k).Config for k in KINDS] + [PGCConfig], ids=lambda c: c.__name__)
+def test_config_fields_have_one_line_docs_and_literal_choices(cls):
+    """Measurements and reasoning live in docs/losses/, not in the field docstrings; string choices are typed."""
+    import ast
+    import dataclasses
+    import inspect
+    import textwrap
+    import typing
+
+    docs = {}
+    for klass in cls.__mro__:
+        if dataclasses.is_dataclass(klass):
+            body = ast.parse(textwrap.dedent(inspect.getsource(klass))).body[0].body
+            docs |= {a.target.id: b.value.value for a, b in zip(body, body[1:]) if isinstance(a, ast.AnnAssign)
+                     and isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant) and a.target.id not in docs}
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        assert f.name in docs and "\n" not in docs[f.name], f"{cls.__name__}.{f.name} needs a one-line docstring"
+        assert hints[f.name] is not str or f.name == "kind", f"{cls.__name__}.{f.name}: use Literal[...] choices"
+
+
+@pytest.mark.parametrize("key,value", [("weighting", "nope"), ("noise", "nope"), ("mu_rule", "nope")])
+def test_toml_rejects_an_unknown_choice_listing_the_valid_ones(key, value):
+    from studio.config import ConfigError, build_config
+
+    kind = {"weighting": "sds", "noise": "csm", "mu_rule": "tsm"}[key]
+    with pytest.raises(ConfigError, match=rf"distillation.{key} must be one of '.*', got '{value}'"):
+        build_config([{"prompt": "a", "distillation": {"kind": kind, key: value}}])
 
 
 # ---- real tiny models ------------------------------------------------------------------------------------------

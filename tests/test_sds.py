@@ -1,12 +1,16 @@
-"""SDS: exact gradient with a stub guidance that returns chosen ε, timestep range/annealing, one real step."""
+"""SDS: exact gradient with a stub guidance that returns chosen ε, timestep range/annealing, one real step; the
+shared pieces every loss uses (gradient_loss, the timestep-range check, the weighting names)."""
 from __future__ import annotations
+
+import typing
 
 import pytest
 import torch
 
 import distillation
-from distillation.base import TextEmbeds
-from distillation.schedule import Ramp, WEIGHTINGS, sample_timesteps, weight
+
+from distillation.base import TextEmbeds, gradient_loss
+from distillation.schedule import Ramp, WEIGHTINGS, Weighting, check_timestep_range, sample_timesteps, weight
 from distillation.sds import SDS, SDSConfig
 
 T = 1000
@@ -99,6 +103,34 @@ def test_sample_timesteps_and_weight_helpers():
     assert weight("ism", a).item() == pytest.approx(3**0.5)
     with pytest.raises(ValueError, match="valid: sds"):
         weight("nope", a)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_gradient_loss_gives_exactly_grad_over_batch(dtype):
+    torch.manual_seed(0)
+    x0 = torch.randn(3, 4, 5, 5).to(dtype).requires_grad_(True)
+    grad = torch.randn(3, 4, 5, 5)
+    loss = gradient_loss(x0, grad)
+    loss.backward()
+    assert loss.ndim == 0 and loss.dtype == torch.float32
+    assert loss.item() == pytest.approx(0.5 * (grad.double() ** 2).sum().item() / 3, rel=1e-5)
+    assert torch.allclose(x0.grad.float(), grad / 3, atol=1e-3 if dtype == torch.float16 else 1e-7)
+
+
+def test_timestep_range_check_names_the_loss_and_reads_ramps():
+    check_timestep_range("sds", 0.02, 0.98)
+    check_timestep_range("sds", 0.3, Ramp(0.98, 0.3))
+    with pytest.raises(ValueError, match=r"^ism timesteps need 0 <= t_min \(0.6\) <= t_max \(lowest 0.5\)"):
+        check_timestep_range("ism", 0.6, Ramp(0.98, 0.5))
+    for bad in ((-0.1, 0.5), (0.2, 1.5), (0.2, Ramp(1.2, 0.5))):
+        with pytest.raises(ValueError, match="lower t_min or raise t_max"):
+            check_timestep_range("vsd", *bad)
+
+
+def test_weighting_literal_lists_the_weightings():
+    assert typing.get_args(Weighting) == tuple(WEIGHTINGS)
+    hints = {kind: typing.get_type_hints(distillation.get(kind).Config) for kind in distillation.REGISTRY}
+    assert all(h["weighting"] == Weighting for h in hints.values())
 
 
 def test_config_validation_and_registry():
