@@ -35,9 +35,11 @@ SMALL_EXPORT = {"texture_size": 64, "fidelity_views": 2, "fidelity_size": 32}
 64 px) would add seconds to every generate in the suite."""
 
 
-@pytest.fixture(autouse=True)
-def small_export_defaults(monkeypatch):
-    """Every ExportConfig built in a test gets SMALL_EXPORT for the fields it was not given explicitly."""
+@pytest.fixture
+def small_exports(monkeypatch):
+    """Every ExportConfig built while the test runs gets SMALL_EXPORT for the fields it was not given explicitly.
+    Not autouse: a module that generates assets asks for it (`pytestmark = pytest.mark.usefixtures(...)`), so a
+    test that reads the user defaults sees them."""
     from studio.config import ExportConfig
 
     init = ExportConfig.__init__

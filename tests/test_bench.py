@@ -18,6 +18,8 @@ from world import get_object
 from world.objects import House, SDFObject
 from world.render import render_object
 
+pytestmark = pytest.mark.usefixtures("small_exports")  # tests/conftest.py: small bakes and fidelity checks
+
 
 def test_ciede2000_matches_published_pairs():
     # Sharma, Wu & Dalal (2005), test data rows 1, 2, 3, 7, 17 and 8.

@@ -10,6 +10,8 @@ import trimesh
 import representations
 from studio.cli import main
 
+pytestmark = pytest.mark.usefixtures("small_exports")  # tests/conftest.py: small bakes and fidelity checks
+
 VALID_KINDS = ", ".join(sorted(representations.REGISTRY))
 
 FAST = ["--model", "tiny-random", "--set", "camera.resolution=32", "--set", "export.mesh_resolution=32",

@@ -8,6 +8,8 @@ import torch
 
 from studio.paths import EMBEDDED_MODEL as FOLDER
 
+pytestmark = pytest.mark.usefixtures("small_exports")  # tests/conftest.py: small bakes and fidelity checks
+
 
 @pytest.fixture(scope="module")
 def pipe():

@@ -17,6 +17,8 @@ from studio.export.fidelity import compare
 from studio.export.simplify import simplify
 from studio.export.unwrap import unwrap
 
+pytestmark = pytest.mark.usefixtures("small_exports")  # tests/conftest.py: small bakes and fidelity checks
+
 
 def sphere(radius=1.0, centre=(0, 0, 0), subdivisions=3) -> Mesh:
     s = trimesh.creation.icosphere(subdivisions=subdivisions, radius=radius)

@@ -17,6 +17,8 @@ import trimesh
 from studio.export.asset import ExportMesh
 from studio.export.glb import write_glb
 
+pytestmark = pytest.mark.usefixtures("small_exports")  # tests/conftest.py: small bakes and fidelity checks
+
 ROOT = Path(__file__).resolve().parents[1]
 VALIDATOR = ROOT / "tools" / "node_modules" / "gltf-validator"
 BLENDER = shutil.which("blender")

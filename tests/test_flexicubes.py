@@ -8,6 +8,8 @@ import torch
 from representations.ops.dmc_tables import dmc_split_tables, dmc_tables, edge_corners, face_cycles, face_segments
 from representations.ops.flexicubes import FlexiGrid, flexicubes, sdf_sign_loss
 
+pytestmark = pytest.mark.usefixtures("small_exports")  # tests/conftest.py: small bakes and fidelity checks
+
 
 def sphere(x: torch.Tensor) -> torch.Tensor:
     return x.norm(dim=-1) - 0.6

@@ -14,6 +14,8 @@ from representations.ops.splat import quat_to_rotmat
 from representations.shading import Shading, front_light
 from studio.splat import read_splat_ply, write_splat_ply
 
+pytestmark = pytest.mark.usefixtures("small_exports")  # tests/conftest.py: small bakes and fidelity checks
+
 
 def cams(n: int = 1, size: int = 24):
     az = torch.linspace(-150, 150, n)

@@ -20,6 +20,8 @@ from distillation.tiny import tiny_guidance
 from distillation.tsm import TSM, TSMConfig, mu_timesteps
 from distillation.vsd import VSD, VSDConfig
 
+pytestmark = pytest.mark.usefixtures("small_exports")  # tests/conftest.py: small bakes and fidelity checks
+
 T = 1000
 ALPHAS = torch.cumprod(1 - torch.linspace(0.00085**0.5, 0.012**0.5, T) ** 2, 0)
 KINDS = sorted(distillation.REGISTRY)

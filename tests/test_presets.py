@@ -7,6 +7,8 @@ from studio import paths
 from studio.config import build_config, preset_layer
 from studio.run import run
 
+pytestmark = pytest.mark.usefixtures("small_exports")  # tests/conftest.py: small bakes and fidelity checks
+
 SMALL = ["guidance.model=tiny-random", "camera.resolution=32", "export.mesh_resolution=24",
          "export.turntable_frames=2", "export.turntable_size=24", "log.checkpoint_every=0"]
 DENSE = "representation.blob.bias=0.0"

@@ -14,6 +14,8 @@ from representations.cameras import Cameras, orbit_cameras
 from representations.mesh import Mesh
 from representations.shading import Shading, light_near_camera
 
+pytestmark = pytest.mark.usefixtures("small_exports")  # tests/conftest.py: small bakes and fidelity checks
+
 KINDS = sorted(representations.REGISTRY)
 
 

@@ -11,6 +11,8 @@ from studio.config import build_config
 from studio.events import Finished, Progress, Started
 from studio.run import resume, run
 
+pytestmark = pytest.mark.usefixtures("small_exports")  # tests/conftest.py: small bakes and fidelity checks
+
 FAST = ["guidance.model=tiny-random", "camera.resolution=32", "export.mesh_resolution=32", "export.formats=['glb']",
         "export.turntable_frames=0", "log.preview_every=3", "log.checkpoint_every=3", "log.log_every=1"]
 

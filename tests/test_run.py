@@ -13,6 +13,8 @@ from studio.assets import export_plan
 from studio.resume import check_resumable
 from studio.run import resume, run
 
+pytestmark = pytest.mark.usefixtures("small_exports")  # tests/conftest.py: small bakes and fidelity checks
+
 FAST = ["guidance.model=tiny-random", "camera.resolution=32", "export.mesh_resolution=32",
         "export.turntable_frames=2", "export.turntable_size=32", "log.preview_every=2"]
 

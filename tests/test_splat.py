@@ -11,6 +11,8 @@ from representations.ops.splat_reference import rasterization_reference
 from studio.errors import UserError
 from studio.splat import read_splat_ply, splat_properties, write_splat_ply
 
+pytestmark = pytest.mark.usefixtures("small_exports")  # tests/conftest.py: small bakes and fidelity checks
+
 
 def scene(n: int, seed: int = 0, log_scale: float = -3.0) -> list[torch.Tensor]:
     g = torch.Generator().manual_seed(seed)

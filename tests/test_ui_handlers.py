@@ -16,6 +16,8 @@ from ui.handlers import FORM_FIELDS, TICK_OUTPUTS, Handlers, new_session
 from ui.jobs import JobManager
 from ui.limits import ServerLimits, check_run
 
+pytestmark = pytest.mark.usefixtures("small_exports")  # tests/conftest.py: small bakes and fidelity checks
+
 SMALL = ("camera.resolution = 32\nexport.mesh_resolution = 24\nexport.turntable_frames = 2\n"
          "export.turntable_size = 24\nexport.texture_size = 64\nexport.fidelity_views = 0\nlog.preview_every = 2\n"
          "log.checkpoint_every = 2\nrepresentation.blob.bias = 0.0")

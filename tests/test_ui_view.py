@@ -21,6 +21,8 @@ from ui import history, view
 from ui.form import FormValues, build_run_config, form_defaults, registry_choices
 from ui.server import parse_auth
 
+pytestmark = pytest.mark.usefixtures("small_exports")  # tests/conftest.py: small bakes and fidelity checks
+
 SMALL = ("camera.resolution = 32\nexport.mesh_resolution = 24\nexport.turntable_frames = 2\n"
          "export.turntable_size = 24\nlog.preview_every = 2\nrepresentation.blob.bias = 0.0")
 

@@ -11,6 +11,8 @@ from representations.cameras import orbit_cameras
 from representations.shading import Shading, front_light
 from representations.voxel import VoxelConfig, VoxelGrid
 
+pytestmark = pytest.mark.usefixtures("small_exports")  # tests/conftest.py: small bakes and fidelity checks
+
 
 def small(**kw) -> VoxelGrid:
     return VoxelGrid(VoxelConfig(**{"resolution_start": 8, "resolution": 16, "occupancy": {"resolution": 16}, **kw}), 100)
