@@ -45,7 +45,7 @@ def resume_with_progress(run_dir: str | Path, steps: int | None = None, stream=N
 def report(events, stream=None) -> Finished:
     """Drive a run's event generator to the end, reporting to `stream` (stderr); closes it on the way out.
 
-    The first Ctrl-C stops the run at the next step boundary or export stage by closing the generator (so it is
+    The first Ctrl-C (or SIGTERM) stops the run at the next step boundary or export stage by closing the generator (so it is
     'cancelled' with a checkpoint that `studio resume` continues), then raises KeyboardInterrupt; a second Ctrl-C
     stops at once."""
     stream = stream or sys.stderr
@@ -72,28 +72,34 @@ def report(events, stream=None) -> Finished:
     return finished
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+"""Ctrl-C, and what `docker stop`, systemd and Kubernetes send: both stop the run the same way."""
+
+
 class StopOnInterrupt:
-    """Within (main thread only): the first SIGINT sets `requested` instead of raising; the second raises."""
+    """Within (main thread only): the first SIGINT or SIGTERM sets `requested` instead of raising; the second
+    raises KeyboardInterrupt at once."""
 
     def __init__(self, stream) -> None:
         self.stream = stream
         self.requested = False
-        self._previous = None
+        self._previous: dict[int, object] = {}
 
     def __enter__(self) -> "StopOnInterrupt":
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._previous = {s: signal.signal(s, self._handle) for s in STOP_SIGNALS}
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for s, previous in self._previous.items():
+            signal.signal(s, previous)
 
     def _handle(self, signum, frame) -> None:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
-        print("\nstopping after this step or export stage (Ctrl-C again to stop at once)", file=self.stream, flush=True)
+        what = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        print(f"\n{what}: stopping after this step or export stage (again to stop at once)", file=self.stream, flush=True)
 
 
 def _print_event(ev, stream, tty: bool, every: int) -> None:

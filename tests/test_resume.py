@@ -1,5 +1,6 @@
 """Resuming runs: a run stopped at step k and resumed ends where the uninterrupted run ends; `studio resume`."""
 import json
+import os
 
 import pytest
 import torch
@@ -202,6 +203,33 @@ def test_first_ctrl_c_stops_at_a_step_boundary_with_a_checkpoint(tmp_path):
     assert json.loads((run_dir / "checkpoint" / "meta.json").read_text())["step"] == 3  # step 3 was finished
     assert f"studio resume {run_dir}" in stream.getvalue()
     assert restored is signal.default_int_handler  # the handler is put back
+
+
+@pytest.mark.slow
+def test_sigterm_stops_like_ctrl_c_and_the_run_resumes(tmp_path):
+    """`docker stop`, systemd and Kubernetes send SIGTERM: the CLI finishes the step, checkpoints, says
+    'cancelled' and exits 130; without the handler the process died at once and status.json stayed 'running'."""
+    import signal
+    import subprocess
+    import sys
+
+    args = [sys.executable, "-m", "studio.cli", "generate", "a red cube", "--steps", "2000", "--out", str(tmp_path),
+            *[a for item in FAST for a in ("--set", item)], "--set", "log.checkpoint_every=0"]
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    lines = []
+    for line in proc.stderr:  # non-TTY progress: a line every 100 steps
+        lines.append(line)
+        if line.startswith("step "):
+            proc.send_signal(signal.SIGTERM)
+            break
+    rest = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 130, "".join(lines) + rest
+    assert "SIGTERM: stopping after this step" in rest and "studio resume" in rest
+    (run_dir,) = tmp_path.iterdir()
+    done = json.loads((run_dir / "checkpoint" / "meta.json").read_text())["step"]
+    assert status(run_dir)["status"] == "cancelled" and status(run_dir)["checkpoint_step"] == done >= 100
+    final = list(resume(run_dir, steps=done + 2))[-1]
+    assert final.metrics["resumed_from_step"] == done and status(run_dir)["status"] == "finished"
 
 
 def test_a_run_still_running_in_another_process_is_refused(tmp_path, capsys):
