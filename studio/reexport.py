@@ -9,6 +9,7 @@ from pathlib import Path
 from .errors import UserError
 from .events import Exporting
 from .export.stages import Stages, mesh_plan, numbered, write_stage
+from .rundir import run_lock
 
 
 def load_scene(run_dir: Path):
@@ -59,17 +60,18 @@ def export_run_stages(run_dir: Path, fmt: str, out: Path | None = None, resoluti
         raise UserError(f"unknown format {fmt!r}; valid: {', '.join(ALL_FORMATS)}")
     if not Path(run_dir).is_dir():
         raise UserError(f"run directory {run_dir} does not exist")
-    cfg, scene = load_scene(run_dir)
-    changes = {k: v for k, v in {"faces": faces, "texture_size": texture_size,
-                                 "mesh_resolution": resolution}.items() if v is not None}
-    export_cfg = dataclasses.replace(cfg.export, **changes, fidelity_views=0)
-    export_cfg.validate()
-    if out is not None and Path(out).suffix.lower() != (".ply" if fmt == "splat" else f".{fmt}"):
-        raise UserError(f"--out {out}: the file name must end in .{'ply' if fmt == 'splat' else fmt} for --format {fmt}")
-    if fmt in SCENE_FORMATS:
-        return (yield from numbered(_write_scene_format(run_dir, scene, fmt, out), [write_stage(fmt)]))
-    plan = [*mesh_plan(export_cfg), write_stage(fmt)]
-    return (yield from numbered(_write_mesh_format(run_dir, scene, export_cfg, fmt, out), plan))
+    with run_lock(Path(run_dir)):  # not while a run or resume writes the folder's checkpoint
+        cfg, scene = load_scene(run_dir)
+        changes = {k: v for k, v in {"faces": faces, "texture_size": texture_size,
+                                     "mesh_resolution": resolution}.items() if v is not None}
+        export_cfg = dataclasses.replace(cfg.export, **changes, fidelity_views=0)
+        export_cfg.validate()
+        if out is not None and Path(out).suffix.lower() != (".ply" if fmt == "splat" else f".{fmt}"):
+            raise UserError(f"--out {out}: the file name must end in .{'ply' if fmt == 'splat' else fmt} for --format {fmt}")
+        if fmt in SCENE_FORMATS:
+            return (yield from numbered(_write_scene_format(run_dir, scene, fmt, out), [write_stage(fmt)]))
+        plan = [*mesh_plan(export_cfg), write_stage(fmt)]
+        return (yield from numbered(_write_mesh_format(run_dir, scene, export_cfg, fmt, out), plan))
 
 
 def _write_scene_format(run_dir: Path, scene, fmt: str, out: Path | None) -> Stages[Path]:

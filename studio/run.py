@@ -39,7 +39,7 @@ from .models import embedded_prompt_warning, load_guidance
 from .previews import make_preview
 from .prompts import PromptBank
 from .resume import check_resumable, reopen, restore_generators, restore_training
-from .rundir import atomic_write_text, create_run_dir, write_json, write_status
+from .rundir import atomic_write_text, create_run_dir, run_lock, write_json, write_status
 from .sampling import sample_cameras
 
 
@@ -54,11 +54,12 @@ def run(cfg: RunConfig, out: Path | str = "out") -> Iterator[Event]:
     prompts = PromptBank(guidance, cfg)
 
     run_dir = create_run_dir(Path(out), cfg.prompt)
-    atomic_write_text(run_dir / "config.toml", config_to_toml(cfg))
-    write_status(run_dir, "running", prompt=cfg.prompt, model_note=note, pid=os.getpid())
-    (run_dir / "previews").mkdir()
-    gen = torch.Generator().manual_seed(cfg.seed)
-    yield from _train(cfg, run_dir, scene, loss_fn, prompts, gen, note, start=0)
+    with run_lock(run_dir):
+        atomic_write_text(run_dir / "config.toml", config_to_toml(cfg))
+        write_status(run_dir, "running", prompt=cfg.prompt, model_note=note, pid=os.getpid())
+        (run_dir / "previews").mkdir()
+        gen = torch.Generator().manual_seed(cfg.seed)
+        yield from _train(cfg, run_dir, scene, loss_fn, prompts, gen, note, start=0)
 
 
 def resume(run_dir: Path | str, steps: int | None = None) -> Iterator[Event]:
@@ -79,18 +80,20 @@ def resume(run_dir: Path | str, steps: int | None = None) -> Iterator[Event]:
     seed + step), and CUDA kernels that are not deterministic.
     """
     run_dir = Path(run_dir)
-    cfg, done = check_resumable(run_dir, steps)
-    torch.manual_seed(cfg.seed)
-    guidance, note = _load_guidance(cfg)
-    scene, loss_fn = build_training(cfg, guidance)
-    restore_training(run_dir, scene, loss_fn, guidance.device)
-    prompts = PromptBank(guidance, cfg)
-    gen = restore_generators(run_dir, cfg.seed + done, guidance.device)
+    check_resumable(run_dir, steps)  # bad input: UserError with nothing written, not even the lock file
+    with run_lock(run_dir):  # before the model loads: a second resume stops here
+        cfg, done = check_resumable(run_dir, steps)  # again, now that nobody else can change the folder
+        torch.manual_seed(cfg.seed)
+        guidance, note = _load_guidance(cfg)
+        scene, loss_fn = build_training(cfg, guidance)
+        restore_training(run_dir, scene, loss_fn, guidance.device)
+        prompts = PromptBank(guidance, cfg)
+        gen = restore_generators(run_dir, cfg.seed + done, guidance.device)
 
-    reopen(run_dir, cfg, done)
-    write_status(run_dir, "running", prompt=cfg.prompt, model_note=note, pid=os.getpid(), resumed_from_step=done)
-    (run_dir / "previews").mkdir(exist_ok=True)
-    yield from _train(cfg, run_dir, scene, loss_fn, prompts, gen, note, start=done)
+        reopen(run_dir, cfg, done)
+        write_status(run_dir, "running", prompt=cfg.prompt, model_note=note, pid=os.getpid(), resumed_from_step=done)
+        (run_dir / "previews").mkdir(exist_ok=True)
+        yield from _train(cfg, run_dir, scene, loss_fn, prompts, gen, note, start=done)
 
 
 def _load_guidance(cfg: RunConfig) -> tuple[Guidance, str]:

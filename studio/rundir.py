@@ -1,7 +1,8 @@
 """The run directory: creation, atomic writes, status. Torch-free.
 
 OUT/<prompt-slug>-<YYYYmmdd-HHMMSS>/ holds config.toml, status.json, log.jsonl, previews/, checkpoint/,
-asset.glb/.obj/.ply, turntable.gif, metrics.json. A run is finished only if status.json says so.
+asset.glb/.obj/.ply, turntable.gif, metrics.json, and .lock (held by the one process writing the folder: see
+run_lock). A run is finished only if status.json says so.
 """
 from __future__ import annotations
 
@@ -10,9 +11,15 @@ import os
 import re
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+from .errors import UserError
+
 STATUSES = ("running", "finished", "failed", "cancelled")
+LOCK_FILE = ".lock"
+"""The run folder's lock file: held (flock) by the one process writing the folder; it holds that process's id."""
 
 
 def slugify(prompt: str, max_len: int = 40) -> str:
@@ -70,3 +77,30 @@ def read_status(run_dir: Path) -> dict:
         return json.loads((Path(run_dir) / "status.json").read_text())
     except (OSError, ValueError):
         return {"status": "unknown"}
+
+
+@contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold the run folder's exclusive lock while the block runs: one writer (a run, a resume, a re-export) at a
+    time. Another holder, in any process (or another run in this one), gets a UserError at once naming it. The
+    kernel drops the lock when its process dies, so a killed run never leaves the folder locked."""
+    import fcntl
+
+    f = open(Path(run_dir) / LOCK_FILE, "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip()
+        f.close()
+        by = f" (process {holder})" if holder.isdigit() else ""
+        raise UserError(f"{run_dir} is in use by another studio run, resume or export{by}; "
+                        "wait for it to end or stop it, then try again") from None
+    try:
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        yield
+    finally:
+        f.close()  # closing releases the lock

@@ -9,6 +9,7 @@ from safetensors.torch import load_file
 from representations.nerf import NeRF
 from studio.cli import main
 from studio.config import build_config
+from studio.errors import UserError
 from studio.events import Finished, Progress, Started
 from studio.run import resume, run
 
@@ -230,6 +231,51 @@ def test_sigterm_stops_like_ctrl_c_and_the_run_resumes(tmp_path):
     assert status(run_dir)["status"] == "cancelled" and status(run_dir)["checkpoint_step"] == done >= 100
     final = list(resume(run_dir, steps=done + 2))[-1]
     assert final.metrics["resumed_from_step"] == done and status(run_dir)["status"] == "finished"
+
+
+@pytest.mark.slow
+def test_two_resumes_at_once_the_second_is_refused_before_anything_changes(tmp_path, capsys):
+    """The lock is taken before the checks and the model load: a second `studio resume` a moment after the first
+    gets exit 2 and one line, and the first ends alone (before the lock, both trained: duplicate log lines, a
+    crash in the other's .assets.tmp, `failed` beside a finished asset)."""
+    import subprocess
+    import sys
+
+    from studio.reexport import export_run
+
+    run_dir = stop_after(run(cfg_for(400, ["log.checkpoint_every=1"]), tmp_path), 2)
+    first = subprocess.Popen([sys.executable, "-m", "studio.cli", "resume", str(run_dir)], stderr=subprocess.PIPE,
+                             text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        for line in first.stderr:  # the first resume is training
+            if line.startswith("step "):
+                break
+        log_before = (run_dir / "log.jsonl").read_text()
+        assert main(["resume", str(run_dir)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"process {first.pid}" in err  # "still running" or "in use" by it
+        with pytest.raises(UserError, match="in use"):
+            export_run(run_dir, "obj")
+        assert (run_dir / "log.jsonl").read_text().startswith(log_before)  # the refused ones wrote nothing
+    finally:
+        first.terminate()
+        first.communicate(timeout=120)
+    assert status(run_dir)["status"] == "cancelled"  # SIGTERM: the first one stopped cleanly
+    steps = [json.loads(line)["step"] for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps))  # one writer: no step twice
+    list(resume(run_dir, steps=steps[-1] + 1))  # the lock went with the process
+    assert status(run_dir)["status"] == "finished"
+
+
+def test_two_resumes_in_one_process_the_second_is_refused(tmp_path):
+    """The web UI resumes in its own process, where the pid check cannot tell the two apart: the lock does."""
+    run_dir = stop_after(run(cfg_for(6), tmp_path), 2)
+    first = resume(run_dir)
+    assert isinstance(next(first), Started)
+    with pytest.raises(UserError, match="in use by another studio run"):
+        next(resume(run_dir))
+    first.close()  # cancelled, lock released
+    assert isinstance(list(resume(run_dir))[-1], Finished)
 
 
 def test_a_run_still_running_in_another_process_is_refused(tmp_path, capsys):
