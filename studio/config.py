@@ -165,7 +165,22 @@ class RunConfig:
                               "pass the folder of a finished run")
         if self.shading.textureless_prob + self.shading.albedo_prob > 1:
             raise ConfigError("shading.textureless_prob + shading.albedo_prob must be <= 1")
+        if self.log.log_every < 1 or self.log.preview_every < 0 or self.log.checkpoint_every < 0:
+            raise ConfigError("log.log_every must be >= 1, log.preview_every and log.checkpoint_every >= 0 (0 = off)")
+        check_learning_rates(self.representation, "representation")
+        check_learning_rates(self.distillation, "distillation")
         return self
+
+
+def check_learning_rates(section: Any, path: str) -> None:
+    """ConfigError naming the first learning rate (a field named lr or lr_*, in nested sections too) that is not
+    positive: a zero or negative rate trains nothing or diverges, and would still end 'finished'."""
+    for f in dataclasses.fields(section):
+        value, key = getattr(section, f.name), f"{path}.{f.name}"
+        if dataclasses.is_dataclass(value):
+            check_learning_rates(value, key)
+        elif (f.name == "lr" or f.name.startswith("lr_")) and isinstance(value, (int, float)) and not value > 0:
+            raise ConfigError(f"{key} must be a positive learning rate, got {value!r}")
 
 
 def representation_config(kind: str) -> RepresentationConfig:

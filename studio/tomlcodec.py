@@ -6,6 +6,7 @@ are resolved through a `resolver(section_name, kind) -> dataclass type` supplied
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 import types
 import typing
@@ -115,6 +116,8 @@ def _convert(hint: Any, value: Any, path: str, resolver: Resolver | None) -> Any
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{path} must be a number, got {value!r}")
+        if not math.isfinite(value):  # TOML has nan and inf; no field means them
+            raise ConfigError(f"{path} must be a finite number, got {value!r}")
         return float(value)
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):

@@ -122,3 +122,20 @@ def test_app_literal_choices_match_what_they_pick():
         build_config([{"prompt": "a", "export": {"formats": ["glb", "fbx"]}}])
     with pytest.raises(ConfigError, match=r"guidance.dtype must be one of 'auto', 'float32', 'float16', 'bfloat16'"):
         build_config([{"prompt": "a"}], ["guidance.dtype=fp8"])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("representation.lr_mlp=nan", "representation.lr_mlp must be a finite number, got nan"),
+    ("distillation.guidance_scale=inf", "distillation.guidance_scale must be a finite number, got inf"),
+    ("representation.lr_grid=-0.01", "representation.lr_grid must be a positive learning rate, got -0.01"),
+    ("log.log_every=0", "log.log_every must be >= 1"),
+])
+def test_values_that_used_to_pass_or_crash_later_are_refused_up_front(override, message, tmp_path, capsys):
+    """nan passed (the loss went NaN and the run ended 'finished'); log_every=0 crashed after the run started."""
+    from studio.cli import main
+
+    assert main(["generate", "a red cube", "--model", "tiny-random", "--out", str(tmp_path / "out"),
+                 "--set", override]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()  # nothing written
