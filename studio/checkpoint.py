@@ -35,6 +35,33 @@ def save_checkpoint(folder: Path, representation, distill, step: int, config_tom
     shutil.rmtree(old, ignore_errors=True)
 
 
+def _sibling(folder: Path, suffix: str) -> Path:
+    return folder.with_name(folder.name + suffix)
+
+
+def complete_checkpoint(folder: Path) -> Path | None:
+    """The whole checkpoint among `folder`, `folder.tmp` (written, not yet swapped in) and `folder.old` (the one
+    before, moved aside during the swap): save_checkpoint writes meta.json last, so a folder with meta.json and
+    scene.safetensors is whole. None if there is none. Reads only."""
+    folder = Path(folder)
+    for candidate in (folder, _sibling(folder, ".tmp"), _sibling(folder, ".old")):
+        if (candidate / "meta.json").is_file() and (candidate / "scene.safetensors").is_file():
+            return candidate
+    return None
+
+
+def recover_checkpoint(folder: Path) -> None:
+    """After a kill inside save_checkpoint: put the whole checkpoint (complete_checkpoint) back at `folder` and
+    drop the leftovers, so that a kill at any point of a checkpoint write loses at most that write."""
+    folder = Path(folder)
+    whole = complete_checkpoint(folder)
+    if whole is not None and whole != folder:
+        shutil.rmtree(folder, ignore_errors=True)
+        whole.rename(folder)
+    for suffix in (".tmp", ".old"):
+        shutil.rmtree(_sibling(folder, suffix), ignore_errors=True)
+
+
 def load_scene_state(folder: Path) -> dict[str, torch.Tensor]:
     """The representation's tensors from a checkpoint folder."""
     return load_file(str(Path(folder) / "scene.safetensors"))

@@ -13,7 +13,7 @@ import torch
 from distillation.base import Distillation
 from representations.base import Representation
 
-from .checkpoint import load_distillation_state, load_meta, load_rng_state, load_scene_state, restore_rng
+from .checkpoint import complete_checkpoint, load_distillation_state, load_meta, load_rng_state, load_scene_state, restore_rng
 from .config import RunConfig, config_from_toml, config_to_toml
 from .errors import UserError
 from .rundir import STATUSES, atomic_write_text, read_status
@@ -24,8 +24,8 @@ def check_resumable(run_dir: Path, steps: int | None) -> tuple[RunConfig, int]:
     otherwise. Reads only."""
     if not run_dir.is_dir():
         raise UserError(f"run directory {run_dir} does not exist; pass a folder written by studio generate")
-    ckpt = run_dir / "checkpoint"
-    if not (ckpt / "meta.json").exists() or not (ckpt / "scene.safetensors").exists():
+    ckpt = complete_checkpoint(run_dir / "checkpoint")  # or the one a kill inside a checkpoint write left whole
+    if ckpt is None:
         raise UserError(f"{run_dir} has no checkpoint to resume from; start it again with "
                         f"studio generate --config {run_dir / 'config.toml'} (log.checkpoint_every makes runs resumable)")
     if not (run_dir / "config.toml").exists():

@@ -31,7 +31,7 @@ from representations.cameras import Cameras
 from representations.shading import Shading, light_near_camera
 
 from .assets import export_assets_atomically
-from .checkpoint import rng_state, save_checkpoint
+from .checkpoint import recover_checkpoint, rng_state, save_checkpoint
 from .config import RunConfig, ShadingConfig, config_to_toml
 from .errors import UserError
 from .events import Event, Finished, Progress, SpeedMeter, Started
@@ -82,6 +82,7 @@ def resume(run_dir: Path | str, steps: int | None = None) -> Iterator[Event]:
     run_dir = Path(run_dir)
     check_resumable(run_dir, steps)  # bad input: UserError with nothing written, not even the lock file
     with run_lock(run_dir):  # before the model loads: a second resume stops here
+        recover_checkpoint(run_dir / "checkpoint")  # a kill inside a checkpoint write: the whole one back in place
         cfg, done = check_resumable(run_dir, steps)  # again, now that nobody else can change the folder
         torch.manual_seed(cfg.seed)
         guidance, note = _load_guidance(cfg)

@@ -278,6 +278,30 @@ def test_two_resumes_in_one_process_the_second_is_refused(tmp_path):
     assert isinstance(list(resume(run_dir))[-1], Finished)
 
 
+@pytest.mark.parametrize("killed_at", ["after moving the old one aside", "while writing the new one"])
+def test_a_kill_inside_a_checkpoint_write_resumes_from_the_whole_checkpoint(tmp_path, killed_at):
+    """save_checkpoint swaps checkpoint.tmp in by two renames; a kill between them left only checkpoint.old (whole),
+    which resume ignored ("no checkpoint"). Now the whole one is put back and the run resumes bit-exactly."""
+    import shutil
+
+    reference = list(run(cfg_for(6), tmp_path / "ref"))[-1].run_dir
+    run_dir = stop_after(run(cfg_for(6), tmp_path / "killed"), 3)  # checkpoint at step 3
+    ckpt = run_dir / "checkpoint"
+    if killed_at == "after moving the old one aside":
+        ckpt.rename(run_dir / "checkpoint.old")  # and checkpoint.tmp (a newer write) half-written
+        shutil.copytree(run_dir / "checkpoint.old", run_dir / "checkpoint.tmp")
+        (run_dir / "checkpoint.tmp" / "meta.json").unlink()
+    else:
+        shutil.copytree(ckpt, run_dir / "checkpoint.tmp")
+        (run_dir / "checkpoint.tmp" / "scene.safetensors").write_bytes(b"half")
+        (run_dir / "checkpoint.tmp" / "meta.json").unlink()
+    events = list(resume(run_dir))
+    assert events[0].total_steps == 6 and [e.step for e in events if isinstance(e, Progress)] == [4, 5, 6]
+    assert sorted(p.name for p in run_dir.iterdir() if p.name.startswith("checkpoint")) == ["checkpoint"]
+    for key, value in checkpoint(reference).items():
+        torch.testing.assert_close(checkpoint(run_dir)[key], value, rtol=0, atol=0, msg=key)
+
+
 def test_a_run_still_running_in_another_process_is_refused(tmp_path, capsys):
     import subprocess
     import sys
