@@ -60,6 +60,8 @@ def export_run_stages(run_dir: Path, fmt: str, out: Path | None = None, resoluti
         raise UserError(f"unknown format {fmt!r}; valid: {', '.join(ALL_FORMATS)}")
     if not Path(run_dir).is_dir():
         raise UserError(f"run directory {run_dir} does not exist")
+    if out is not None and not Path(out).absolute().parent.is_dir():  # before the scene loads
+        raise UserError(f"--out {out}: the folder {Path(out).absolute().parent} does not exist; create it or pass another path")
     with run_lock(Path(run_dir)):  # not while a run or resume writes the folder's checkpoint
         cfg, scene = load_scene(run_dir)
         changes = {k: v for k, v in {"faces": faces, "texture_size": texture_size,

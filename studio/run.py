@@ -39,13 +39,14 @@ from .models import embedded_prompt_warning, load_guidance
 from .previews import make_preview
 from .prompts import PromptBank
 from .resume import check_resumable, reopen, restore_generators, restore_training
-from .rundir import atomic_write_text, create_run_dir, run_lock, write_json, write_status
+from .rundir import atomic_write_text, check_out_dir, create_run_dir, run_lock, write_json, write_status
 from .sampling import sample_cameras
 
 
 def run(cfg: RunConfig, out: Path | str = "out") -> Iterator[Event]:
     """Generate `cfg.prompt` into a new run directory under `out`, yielding events as it goes."""
     cfg.validate()
+    check_out_dir(Path(out))  # before the model loads: a bad --out fails at once
     torch.manual_seed(cfg.seed)
     guidance, note = _load_guidance(cfg)  # before the run dir: a bad --model writes nothing
     scene, loss_fn = build_training(cfg, guidance)

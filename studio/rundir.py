@@ -28,6 +28,17 @@ def slugify(prompt: str, max_len: int = 40) -> str:
     return slug[:max_len].rstrip("-") or "run"
 
 
+def check_out_dir(out: Path) -> None:
+    """UserError naming the fix when run folders cannot be made under `out` (a file, a read-only place); reads
+    only, so the run can check it before the model loads and still write nothing on bad input."""
+    out = Path(out)
+    existing = next(p for p in [out, *out.absolute().parents] if p.exists())
+    if not existing.is_dir():
+        raise UserError(f"--out {out}: {existing} is a file, not a folder; pass a folder for the run directories")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"--out {out}: {existing} is not writable (read-only or another user's); pass a folder you can write")
+
+
 def create_run_dir(out: Path, prompt: str) -> Path:
     """A new, unique run directory under `out` (never reuses an existing one)."""
     out = Path(out)

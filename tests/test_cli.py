@@ -176,6 +176,23 @@ def test_export_of_a_non_run_is_a_user_error(tmp_path, capsys):
     assert code == 2 and "no checkpoint" in err
 
 
+def test_a_bad_out_fails_before_the_model_loads(tmp_path, capsys):
+    """--out a file used to give a traceback after the model had loaded (a minute with a real one); now one line
+    at once: the bad --model given too is never reached."""
+    taken = tmp_path / "notes.txt"
+    taken.write_text("mine")
+    code, _, err = run_cli(["generate", "a cube", "--model", "/nonexistent/model", "--out", str(taken / "runs")], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert f"{taken} is a file, not a folder" in err and "model" not in err.split("--out")[0]
+    assert taken.read_text() == "mine"
+
+
+def test_export_to_a_missing_folder_fails_before_loading_the_scene(tmp_path, capsys, crisp_run):
+    code, _, err = run_cli(["export", str(crisp_run.run_dir), "--format", "obj", "--out", str(tmp_path / "no/x.obj")],
+                           capsys)
+    assert code == 2 and "does not exist; create it" in err and len(err.strip().splitlines()) == 1
+
+
 def test_console_script_help_and_error_exit_code(tmp_path):
     exe = Path(sys.executable).with_name("studio")
     out = subprocess.run([str(exe), "--help"], capture_output=True, text=True)
