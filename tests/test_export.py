@@ -1,5 +1,6 @@
 """Export pipeline: clean-up, simplification, UV bake, writers read back, fidelity, and `studio export`."""
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +95,47 @@ def test_unwrap_in_a_child_process_equals_in_process_and_reports_errors():
         assert np.array_equal(a, b)
     with pytest.raises(RuntimeError, match="Index out of range"):
         unwrap(m.vertices, np.array([[0, 1, len(m.vertices) + 5]]), 128, 2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("when", ["while unwrapping", "while sending"])
+def test_the_unwrap_child_does_not_outlive_a_killed_parent(tmp_path, when):
+    """kill -9 of the studio during the UV unwrap: the forked xatlas child used to block for ever in its send
+    (it held the pipe's reading end itself), orphaned with ~430 MB. Now it ends within seconds."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    # "while sending": the parent sleeps instead of reading, so the child is in its (> pipe buffer) send when killed
+    script = (
+        "import os, sys, time, trimesh\n"
+        "import multiprocessing.connection as c\n"
+        f"if {when == 'while sending'!r}:\n"
+        "    c.Connection.recv = lambda self: time.sleep(600)\n"
+        "from studio.export.unwrap import unwrap\n"
+        "m = trimesh.creation.icosphere(subdivisions=5)\n"
+        "print(os.getpid(), flush=True)\n"
+        "unwrap(m.vertices, m.faces, 1024, 2)\n")
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    pid = int(parent.stdout.readline())
+
+    def children() -> list[int]:
+        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
+        return [int(x) for x in out.split()]
+
+    deadline = time.monotonic() + 60
+    while not (kids := children()):
+        assert time.monotonic() < deadline and parent.poll() is None
+        time.sleep(0.05)
+    if when == "while sending":
+        time.sleep(4)  # the unwrap (~1 s) is done: the child is blocked sending its ~1 MB result
+    os.kill(pid, signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 30
+    while any(os.path.exists(f"/proc/{k}") and "Z" not in open(f"/proc/{k}/stat").read().split()[2] for k in kids):
+        assert time.monotonic() < deadline, f"unwrap child {kids} outlived its killed parent"
+        time.sleep(0.1)
 
 
 # ---- UV bake -------------------------------------------------------------------------------------------

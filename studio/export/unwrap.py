@@ -3,7 +3,10 @@
 xatlas runs in a forked child process that sends its result back and then exits with `os._exit`, skipping
 the library's teardown: xatlas's thread-pool destructor can deadlock (seen on this 2-core machine under load:
 the main thread waited forever in `TaskScheduler::~TaskScheduler` joining a worker that missed its wake-up).
-Where `fork` is not available (Windows) it runs in-process.
+Where `fork` is not available (Windows) it runs in-process. The child never outlives the parent: it closes its
+copy of the pipe's reading end (so a send to a dead parent fails instead of blocking for ever) and, on Linux, asks
+the kernel to kill it when the parent dies (kill -9 or the OOM killer during an export used to leave one hung
+child holding ~430 MB per kill).
 """
 from __future__ import annotations
 
@@ -25,7 +28,8 @@ def unwrap(vertices: np.ndarray, faces: np.ndarray, texture_size: int, padding: 
         return unwrap_here(vertices, faces, texture_size, padding)
     ctx = mp.get_context("fork")
     receive, send = ctx.Pipe(duplex=False)
-    child = ctx.Process(target=_child, args=(send, vertices, faces, texture_size, padding), daemon=True)
+    child = ctx.Process(target=_child, args=(send, receive, os.getpid(), vertices, faces, texture_size, padding),
+                        daemon=True)
     child.start()
     send.close()
     try:
@@ -42,7 +46,10 @@ def unwrap(vertices: np.ndarray, faces: np.ndarray, texture_size: int, padding: 
     return result
 
 
-def _child(send, vertices: np.ndarray, faces: np.ndarray, texture_size: int, padding: int) -> None:
+def _child(send, receive, parent: int, vertices: np.ndarray, faces: np.ndarray, texture_size: int,
+           padding: int) -> None:
+    receive.close()  # the parent's end: with it open here, a send to a dead parent would block for ever
+    _die_with_parent(parent)
     try:
         send.send(unwrap_here(vertices, faces, texture_size, padding))
     except BaseException as e:  # noqa: BLE001 - re-raised in the parent
@@ -50,6 +57,19 @@ def _child(send, vertices: np.ndarray, faces: np.ndarray, texture_size: int, pad
     finally:
         send.close()
         os._exit(0)  # no interpreter or xatlas teardown in the child
+
+
+def _die_with_parent(parent: int) -> None:
+    """Linux: SIGKILL this process when its parent dies (prctl PR_SET_PDEATHSIG); exit now if it already has."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: the closed reading end still ends the child at its send
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 def unwrap_here(vertices: np.ndarray, faces: np.ndarray, texture_size: int, padding: int) -> Unwrapped:
