@@ -133,6 +133,8 @@ class Guidance:
         from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
         def load(piece: str, loader):
+            if piece in _WEIGHTED:
+                _check_safetensors(folder / piece)
             try:
                 return loader(folder / piece)
             except Exception as err:  # noqa: BLE001  (missing / corrupt / mismatched files: one line, no traceback)
@@ -140,13 +142,17 @@ class Guidance:
                 raise GuidanceLoadError(f"could not load {piece}/ from {folder}: {type(err).__name__}: {reason}; "
                                         "re-download or re-save the model") from None
 
-        unet = load("unet", lambda p: UNet2DConditionModel.from_pretrained(p, torch_dtype=torch_dtype))
-        vae = load("vae", lambda p: AutoencoderKL.from_pretrained(p, torch_dtype=torch_dtype))
-        encoders = [load("text_encoder", lambda p: CLIPTextModel.from_pretrained(p, dtype=torch_dtype))]
+        # use_safetensors: never unpickle a .bin (pickle runs code); a folder with only .bin fails in
+        # _check_safetensors with the fix
+        unet = load("unet", lambda p: UNet2DConditionModel.from_pretrained(p, torch_dtype=torch_dtype,
+                                                                           use_safetensors=True))
+        vae = load("vae", lambda p: AutoencoderKL.from_pretrained(p, torch_dtype=torch_dtype, use_safetensors=True))
+        encoders = [load("text_encoder", lambda p: CLIPTextModel.from_pretrained(p, dtype=torch_dtype,
+                                                                                use_safetensors=True))]
         tokenizers = [load("tokenizer", CLIPTokenizer.from_pretrained)]
         if family == "sdxl":
-            encoders.append(load("text_encoder_2",
-                                 lambda p: CLIPTextModelWithProjection.from_pretrained(p, dtype=torch_dtype)))
+            encoders.append(load("text_encoder_2", lambda p: CLIPTextModelWithProjection.from_pretrained(
+                p, dtype=torch_dtype, use_safetensors=True)))
             tokenizers.append(load("tokenizer_2", CLIPTokenizer.from_pretrained))
         scheduler_config = load("scheduler", lambda p: json.loads((p / "scheduler_config.json").read_text()))
         return cls(unet=unet, vae=vae, text_encoders=encoders, tokenizers=tokenizers,
@@ -364,6 +370,23 @@ def _expand(a: Tensor, like: Tensor) -> Tensor:
     return a.view(-1, *([1] * (like.ndim - 1))).to(like.device)
 
 
+_WEIGHTED = ("unet", "vae", "text_encoder", "text_encoder_2")
+"""The pipeline's pieces with weights: loaded from safetensors only."""
+_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def _check_safetensors(piece: Path) -> None:
+    """GuidanceLoadError with the fix when the folder `piece` has pickle weights (.bin, ...) but no safetensors."""
+    if not piece.is_dir() or any(p.suffix == ".safetensors" for p in piece.iterdir()):
+        return
+    pickles = sorted(p.name for p in piece.iterdir() if p.suffix in _PICKLE_SUFFIXES)
+    if pickles:
+        raise GuidanceLoadError(
+            f"{piece} has only pickle weights ({pickles[0]}), which are not loaded (unpickling can run code); "
+            "convert them to safetensors (load the folder and save_pretrained it: that writes .safetensors) "
+            "or download the model's .safetensors files")
+
+
 def _is_offline() -> bool:
     from huggingface_hub import constants
 
@@ -395,7 +418,7 @@ def _locate(name: str) -> Path:
     from diffusers import DiffusionPipeline
 
     try:
-        return Path(DiffusionPipeline.download(name))
+        return Path(DiffusionPipeline.download(name, use_safetensors=True))  # no pickle .bin
     except Exception as err:  # noqa: BLE001  (network, auth, unknown repo: all end as one line)
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise GuidanceLoadError(

@@ -218,6 +218,31 @@ def test_incomplete_folder_names_the_missing_piece(sd_folder, tmp_path):
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize("piece", ["unet", "text_encoder"])
+def test_pickle_weights_are_never_loaded(sd_folder, tmp_path, piece):
+    """A piece with only a pickle .bin (diffusers' save_pretrained(safe_serialization=False); transformers 5 writes
+    safetensors only, so its .bin is torch.save'd) used to be unpickled: from_pretrained now passes
+    use_safetensors=True and names the fix."""
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    folder = shutil.copytree(sd_folder, tmp_path / "pickled")
+    shutil.rmtree(folder / piece)
+    if piece == "unet":
+        UNet2DConditionModel.from_pretrained(sd_folder / "unet").save_pretrained(folder / "unet", safe_serialization=False)
+        weights = "diffusion_pytorch_model.bin"
+    else:
+        shutil.copytree(sd_folder / "text_encoder", folder / "text_encoder")
+        (folder / "text_encoder" / "model.safetensors").unlink()
+        weights = "pytorch_model.bin"
+        torch.save(CLIPTextModel.from_pretrained(sd_folder / "text_encoder").state_dict(), folder / piece / weights)
+    assert sorted(p.suffix for p in (folder / piece).iterdir()) == [".bin", ".json"]
+    with pytest.raises(GuidanceLoadError, match=f"{piece} has only pickle weights \\({weights}\\)") as err:
+        Guidance.from_pretrained(str(folder))
+    msg = str(err.value)
+    assert "\n" not in msg and "convert them to safetensors" in msg
+
+
 def test_hub_id_offline_and_not_cached(monkeypatch, tmp_path):
     from huggingface_hub import constants
 
