@@ -412,18 +412,43 @@ def _locate(name: str) -> Path:
     except Exception:  # noqa: BLE001  (any miss in the cache means: not cached)
         pass
     if _is_offline():
-        raise GuidanceLoadError(
-            f"model {name!r} is not a local folder and is not in the Hugging Face cache; download it on a machine "
-            f"with internet (huggingface-cli download {name}) or pass a local folder")
-    from diffusers import DiffusionPipeline
+        raise GuidanceLoadError(_not_found(name, "offline mode"))
+    import diffusers
 
+    verbosity = diffusers.utils.logging.get_verbosity()
+    diffusers.utils.logging.set_verbosity_error()  # no "Couldn't connect to the Hub" lines beside our one
     try:
-        return Path(DiffusionPipeline.download(name, use_safetensors=True))  # no pickle .bin
+        return Path(diffusers.DiffusionPipeline.download(name, use_safetensors=True))  # no pickle .bin
     except Exception as err:  # noqa: BLE001  (network, auth, unknown repo: all end as one line)
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise GuidanceLoadError(
-            f"model {name!r} is not a local folder and could not be downloaded ({reason}); check the id and your "
-            f"connection, or download it elsewhere (huggingface-cli download {name}) and pass the folder") from None
+        raise GuidanceLoadError(_download_error(name, err)) from None
+    finally:
+        diffusers.utils.logging.set_verbosity(verbosity)
+
+
+def _not_found(name: str, problem: str = "no network") -> str:
+    """The one line (< 200 characters for ids of ~20) for a hub id that is neither a folder nor cached and could
+    not be downloaded for want of a network."""
+    return (f"model {name!r} is neither a local folder nor in the local hub cache ({problem}); download it where "
+            "there is network, pass a folder, or omit --model for the embedded one")
+
+
+def _download_error(name: str, err: BaseException) -> str:
+    """The one line for a failed hub download: no network, no such model, gated, or the error's first line."""
+    chain, e = [], err
+    while e is not None and len(chain) < 12:
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    names = {cls.__name__ for c in chain for cls in type(c).__mro__}
+    if "GatedRepoError" in names:
+        return f"model {name!r} is gated on the hub: accept its licence there, then hf auth login; or omit --model"
+    if "RepositoryNotFoundError" in names:
+        return (f"model {name!r} is neither a local folder nor on the hub; check the id (private ones need hf auth "
+                "login), pass a folder, or omit --model for the embedded one")
+    if names & {"ConnectionError", "TimeoutError", "gaierror", "NetworkError", "TransportError", "OfflineModeIsEnabled"}:
+        return _not_found(name)
+    reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return (f"model {name!r} is not a local folder and its download failed ({reason[:60]}); pass a folder, "
+            "or omit --model for the embedded one")
 
 
 def _read_model_index(folder: Path) -> dict:

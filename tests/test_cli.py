@@ -193,6 +193,23 @@ def test_export_to_a_missing_folder_fails_before_loading_the_scene(tmp_path, cap
     assert code == 2 and "does not exist; create it" in err and len(err.strip().splitlines()) == 1
 
 
+def test_a_hub_id_without_network_is_one_short_line(tmp_path):
+    """An id neither on disk nor cached, and no network (the hub endpoint refuses connections): diffusers' two
+    warning lines and a ~600-character error that pointed to a stack trace not shown used to come out."""
+    import os
+
+    env = {**os.environ, "HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_CACHE": str(tmp_path / "cache"),
+           "HF_HUB_OFFLINE": "0", "OMP_NUM_THREADS": "1"}
+    exe = Path(sys.executable).with_name("studio")
+    out = subprocess.run([str(exe), "generate", "a red cube", "--model", "someone/not-a-model",
+                          "--out", str(tmp_path / "o")], capture_output=True, text=True, env=env, timeout=300)
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and len(lines) == 1 and len(lines[0]) < 200, out.stderr
+    assert "'someone/not-a-model' is neither a local folder nor in the local hub cache" in lines[0]
+    assert "download it where there is network, pass a folder, or omit --model" in lines[0]
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
 def test_console_script_help_and_error_exit_code(tmp_path):
     exe = Path(sys.executable).with_name("studio")
     out = subprocess.run([str(exe), "--help"], capture_output=True, text=True)
