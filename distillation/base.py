@@ -2,6 +2,7 @@
 turn a gradient into a loss."""
 from __future__ import annotations
 
+from typing import ClassVar
 from dataclasses import dataclass, field
 
 from torch import Tensor, nn
@@ -35,6 +36,9 @@ class LossOut:
 @dataclass
 class DistillationConfig:
     """Fields common to all distillation losses; each loss extends this."""
+
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {"guidance_scale": (0.0, 1000.0)}
+    # the allowed range of each number (studio/limits.py checks them before a run starts)
 
     kind: str = ""
     """Registry key of the loss (set by each subclass)."""

@@ -19,6 +19,7 @@ Cost per step: ceil(t / inversion_stride) unconditional inversion passes (≤ 5)
 from __future__ import annotations
 
 import typing
+from typing import ClassVar
 from dataclasses import dataclass, field
 
 import torch
@@ -37,6 +38,10 @@ NOISE_SOURCES: tuple[str, ...] = typing.get_args(NoiseSource)
 @dataclass
 class CSMConfig(DistillationConfig):
     """Classifier Score Matching (TV-3DG); with noise = "random", Classifier Score Distillation (CSD)."""
+
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {"t_min": (0.0, 1.0), "t_max": (0.0, 1.0),
+        "inversion_stride": (1, 1000), "inversion_steps": (1, 100)}
+    # the allowed range of each number (studio/limits.py checks them before a run starts)
 
     kind: str = "csm"
     """Registry key."""

@@ -10,6 +10,7 @@ one CFG pass (2 evaluations) at x_t; with the defaults at most 5 + 1 + 2 = 8 UNe
 """
 from __future__ import annotations
 
+from typing import ClassVar
 from dataclasses import dataclass, field
 
 import torch
@@ -25,6 +26,11 @@ from distillation.schedule import (Ramp, Weighting, as_ramp, at_step, check_time
 @dataclass
 class ISMConfig(DistillationConfig):
     """Interval Score Matching (LucidDreamer, Liang et al. 2024)."""
+
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {"t_min": (0.0, 1.0), "t_max": (0.0, 1.0),
+        "delta": (0.0, 1000.0), "inversion_stride": (1, 1000), "inversion_steps": (1, 100),
+        "loss_weight": (0.0, 1000000.0)}
+    # the allowed range of each number (studio/limits.py checks them before a run starts)
 
     kind: str = "ism"
     """Registry key."""

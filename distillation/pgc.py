@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, get_args
+from typing import ClassVar, Literal, TYPE_CHECKING, get_args
 
 if TYPE_CHECKING:  # torch is not imported at import time: the run config reads PGCConfig
     from torch import Tensor
@@ -17,6 +17,9 @@ NORMS: tuple[str, ...] = get_args(PixelNorm)
 @dataclass
 class PGCConfig:
     """Per-pixel clipping of the distillation gradient arriving at the rendered image."""
+
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {"threshold": (1e-06, 1000000.0)}
+    # the allowed range of each number (studio/limits.py checks them before a run starts)
 
     enabled: bool = True
     """Clip (True) or pass gradients through unchanged (False)."""

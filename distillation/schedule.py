@@ -26,6 +26,11 @@ class Ramp:
     to_step: int = -1
     """Step where the ramp ends (-1: the run's last step)."""
 
+    def __post_init__(self) -> None:
+        if self.from_step < 0 or self.to_step < -1:
+            raise ValueError(f"a ramp needs from_step >= 0 and to_step >= -1 (-1: the last step), got "
+                             f"{self.from_step} and {self.to_step}")
+
     def at(self, step: int, total_steps: int | None = None) -> float:
         to = self.to_step if self.to_step >= 0 else max((total_steps or 1) - 1, 0)
         if step <= self.from_step or to <= self.from_step:

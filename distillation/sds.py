@@ -1,6 +1,7 @@
 """Score Distillation Sampling (DreamFusion): g = w(t)·(ε̂(x_t, t, y) − ε) on the latents of the renders."""
 from __future__ import annotations
 
+from typing import ClassVar
 from dataclasses import dataclass, field
 
 import torch
@@ -15,6 +16,9 @@ from distillation.schedule import (Ramp, Weighting, at_step, check_timestep_rang
 @dataclass
 class SDSConfig(DistillationConfig):
     """Score Distillation Sampling."""
+
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {"t_min": (0.0, 1.0), "t_max": (0.0, 1.0)}
+    # the allowed range of each number (studio/limits.py checks them before a run starts)
 
     kind: str = "sds"
     """Registry key."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import typing
+from typing import ClassVar
 from dataclasses import dataclass
 
 import torch
@@ -33,6 +34,9 @@ MU_RULES: tuple[str, ...] = typing.get_args(MuRule)
 @dataclass
 class TSMConfig(ISMConfig):
     """Trajectory Score Matching (Dreamer XL, Miao et al. 2024); timestep schedule and knobs shared with ISM."""
+
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {"gamma": (0.0, 10.0)}
+    # the allowed range of each number (studio/limits.py checks them before a run starts)
 
     kind: str = "tsm"
     """Registry key."""

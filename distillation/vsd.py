@@ -22,6 +22,7 @@ camera embedding carries the view either way).
 from __future__ import annotations
 
 import itertools
+from typing import ClassVar
 from dataclasses import dataclass, field
 
 import torch
@@ -42,6 +43,10 @@ _ADAPTER_IDS = itertools.count()
 @dataclass
 class VSDConfig(DistillationConfig):
     """Variational Score Distillation (ProlificDreamer, Wang et al. 2023)."""
+
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {"t_min": (0.0, 1.0), "t_max": (0.0, 1.0),
+        "lora_rank": (1, 256), "lora_lr": (1e-08, 1.0), "camera_dropout": (0.0, 1.0)}
+    # the allowed range of each number (studio/limits.py checks them before a run starts)
 
     kind: str = "vsd"
     """Registry key."""

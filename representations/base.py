@@ -37,6 +37,9 @@ class RepresentationConfig:
     """The fields every representation's config has; each representation's config adds its own, and its parts
     (the march, the occupancy grid, the regulariser weights, ...) as nested sections."""
 
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {"background": (0.0, 1.0), "bound": (0.1, 10.0)}
+    # the allowed range of each number (studio/limits.py checks them before a run starts)
+
     kind: str = ""
     """Registry key of the representation (set by each representation's config)."""
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)

@@ -19,6 +19,7 @@ chosen from its renders) and fits the albedo field to its colours near that surf
 """
 from __future__ import annotations
 
+from typing import ClassVar
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -39,6 +40,14 @@ from .shading import Shading, shade
 @dataclass
 class FlexiCubesConfig(RepresentationConfig):
     """FlexiCubes mesh + hash-grid albedo: grid size, start shape, learning rates and regulariser weights."""
+
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {"resolution": (8, 256), "init_radius": (0.01, 10.0),
+        "hidden": (1, 1024), "lr_sdf": (1e-08, 1.0), "lr_deform": (1e-08, 1.0), "lr_weights": (1e-08, 1.0),
+        "lr_grid": (1e-08, 1.0), "lr_mlp": (1e-08, 1.0), "dev_weight": (0.0, 1000000.0),
+        "sign_weight_start": (0.0, 1000000.0), "sign_weight_end": (0.0, 1000000.0), "sign_ramp_fraction": (0.0, 1.0),
+        "weight_l1": (0.0, 1000000.0), "laplacian_weight": (0.0, 1000000.0), "near": (0.0001, 1000.0),
+        "far": (0.001, 1000000.0), "export_min_component": (0.0, 1.0), "init_albedo_steps": (0, float("inf"))}
+    # the allowed range of each number (studio/limits.py checks them before a run starts)
 
     kind: str = "flexicubes"
     """Registry key."""

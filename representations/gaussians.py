@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -54,6 +54,15 @@ PARAMS = ("means", "log_scales", "quats", "opacity_logits", "sh_dc", "sh_rest")
 @dataclass
 class GaussiansConfig(RepresentationConfig):
     """3D Gaussians: initialisation, optimisation, densification, regularisers."""
+
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {"num_init": (1, 1_000_000), "init_radius": (0.01, 10.0),
+        "init_opacity": (0.0001, 0.9999), "init_scale": (0.0, 10.0), "sh_degree": (0, 1), "lr_means": (1e-08, 1.0),
+        "lr_scales": (1e-08, 1.0), "lr_quats": (1e-08, 1.0), "lr_opacity": (1e-08, 1.0), "lr_color": (1e-08, 1.0),
+        "densify_every": (1, float("inf")), "densify_from": (0, float("inf")), "densify_until": (0.0, 1.0),
+        "densify_fraction": (0.0, 1.0), "split_scale": (0.0, 10.0), "prune_opacity": (0.0, 1.0),
+        "max_gaussians": (1, 5_000_000), "scale_weight": (0.0, 1000000.0), "opacity_weight": (0.0, 1000000.0),
+        "sparsity_weight": (0.0, 1000000.0), "normal_min_alpha": (0.0, 1.0), "tile_size": (1, 64)}
+    # the allowed range of each number (studio/limits.py checks them before a run starts)
 
     kind: str = "gaussians"
     """Registry key."""

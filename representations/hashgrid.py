@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -43,6 +43,10 @@ CHUNK = 4096
 @dataclass
 class HashGridConfig:
     """Sizes of the multi-resolution hash encoding. Defaults are sized for a 2-core CPU at 64-128 px."""
+
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {"levels": (1, 32), "features": (1, 8), "log2_table": (8, 24),
+        "base_resolution": (2, 4096), "max_resolution": (2, 16384), "init_scale": (0.0, 1.0)}
+    # the allowed range of each number (studio/limits.py checks them before a run starts)
 
     levels: int = 8
     """Number of resolution levels L."""

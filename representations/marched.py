@@ -24,6 +24,7 @@ Gradients never flow into sample positions.
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 from dataclasses import dataclass
 
 import torch
@@ -41,6 +42,10 @@ from .volume import accumulate, render_weights
 @dataclass
 class BlobConfig:
     """The start of a density field: raw density `bias + scale * (1 - |x| / radius)` (DreamFusion / Magic3D)."""
+
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {"bias": (-20.0, 20.0), "scale": (0.0, 1000.0),
+        "radius": (0.01, 10.0)}
+    # the allowed range of each number (studio/limits.py checks them before a run starts)
 
     bias: float = -3.0
     """Constant part of the blob; -3 starts a small, visible, centred blob (centre alpha ~0.7)."""

@@ -19,7 +19,7 @@ pinholes. Gradients never flow into sample positions (the hash encoder has no po
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, get_args
+from typing import ClassVar, Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +41,12 @@ NORMAL_METHODS = get_args(NormalMethod)
 @dataclass
 class NeRFConfig(RepresentationConfig):
     """Hash-grid NeRF: field sizes, learning rates, the starting blob, sampling and regularisers."""
+
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {"hidden": (1, 1024), "hidden_layers": (0, 8),
+        "lr_grid": (1e-08, 1.0), "lr_mlp": (1e-08, 1.0), "coherence_weight": (0.0, 1000000.0),
+        "coherence_samples": (1, 1_048_576), "coherence_radius": (0.0, 1.0), "normal_eps": (1e-05, 1.0),
+        "normal_min_alpha": (0.0, 1.0)}
+    # the allowed range of each number (studio/limits.py checks them before a run starts)
 
     kind: str = "nerf"
     """Registry key."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +24,10 @@ from torch import Tensor, nn
 @dataclass
 class OccupancyConfig:
     """The occupancy grid of a ray-marched volume: its size and how it is re-measured."""
+
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {"resolution": (8, 512), "update_every": (1, 100000),
+        "threshold": (0.0, 1000000.0), "fraction": (1e-06, 1.0), "decay": (0.0, 1.0), "dilation": (0, 8)}
+    # the allowed range of each number (studio/limits.py checks them before a run starts)
 
     resolution: int = 64
     """Cells per axis of the occupancy grid (empty-space skipping)."""
@@ -42,6 +46,10 @@ class OccupancyConfig:
 @dataclass
 class MarchConfig:
     """Where a ray-marched volume puts its samples."""
+
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {"samples_per_ray": (4, 4096),
+        "early_stop_depth": (0.0, 1000000.0), "early_stop_lag_cells": (0.0, 1000.0)}
+    # the allowed range of each number (studio/limits.py checks them before a run starts)
 
     samples_per_ray: int = 128
     """Marching step = box diagonal / samples_per_ray (128: ~0.027 world units for bound 1)."""

@@ -9,6 +9,7 @@ torus's hole should be) instead of making the geometry that casts it. Measuremen
 """
 from __future__ import annotations
 
+from typing import ClassVar
 from dataclasses import dataclass
 
 import torch
@@ -18,6 +19,11 @@ from torch import Tensor
 @dataclass
 class VolumeRegularizers:
     """Weights of a ray-marched volume's regularisers (`volume_terms`; 0 turns a term off)."""
+
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {"orient_weight": (0.0, 1000000.0),
+        "normal_tv_weight": (0.0, 1000000.0), "albedo_tv_weight": (0.0, 1000000.0),
+        "sparsity_weight": (0.0, 1000000.0), "entropy_weight": (0.0, 1000000.0)}
+    # the allowed range of each number (studio/limits.py checks them before a run starts)
 
     orient_weight: float = 1e-2
     """Weight of the orientation loss mean(alpha * relu(n . d)^2) (normals facing away from the camera)."""

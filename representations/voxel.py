@@ -25,6 +25,7 @@ Regularisers (RenderOut.terms, already weighted): total variation of the raw den
 """
 from __future__ import annotations
 
+from typing import ClassVar
 from dataclasses import dataclass, field
 
 import torch
@@ -41,6 +42,12 @@ from .regularizers import VolumeRegularizers
 @dataclass
 class VoxelConfig(RepresentationConfig):
     """Dense voxel grid: sizes, upscaling, learning rates, the starting blob, sampling and regularisers."""
+
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {"resolution": (8, 512), "resolution_start": (8, 512),
+        "upscale_times": (0, 8), "upscale_until": (0.0, 1.0), "features": (1, 64), "hidden": (0, 1024),
+        "lr_density": (1e-08, 1.0), "lr_color": (1e-08, 1.0), "tv_weight": (0.0, 1000000.0),
+        "normal_min_alpha": (0.0, 1.0)}
+    # the allowed range of each number (studio/limits.py checks them before a run starts)
 
     kind: str = "voxel"
     """Registry key."""

@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .errors import UserError, is_user_error
+from .errors import RunFailed, UserError, is_user_error
 
 DEFAULT_OUT = "out"
 
@@ -132,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except RunFailed as e:  # e.g. training diverged: the folder says failed
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     except Exception as e:  # user errors become one line; bugs keep their traceback
         if is_user_error(e):
             print(f"error: {e}", file=sys.stderr)

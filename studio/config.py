@@ -10,7 +10,7 @@ import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import tomli_w
 
@@ -23,11 +23,14 @@ from representations.base import RepresentationConfig
 from . import paths
 from .errors import ConfigError
 from .sampling import CameraConfig
+from .limits import check_limits, format_range, limits_of, numbers_in
 from .tomlcodec import from_dict, merge, parse_assignment, set_path, to_dict
 
 POLYMORPHIC = ("representation", "distillation")
 DEFAULT_KINDS = {"representation": "nerf", "distillation": "sds"}
 """The kinds used when no layer names one."""
+MAX_PROMPT_CHARS = 1000
+"""Longest prompt accepted (the text encoder reads its first 77 tokens; a longer one is most likely a mistake)."""
 ExportFormat = Literal["glb", "obj", "ply"]
 """The mesh formats a run writes: the keys of studio.export.FORMATS (tests/test_config.py checks they agree)."""
 
@@ -35,6 +38,11 @@ ExportFormat = Literal["glb", "obj", "ply"]
 @dataclass
 class ShadingConfig:
     """How training views are lit. The embedded model was trained on Lambertian renders."""
+
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {"textureless_prob": (0.0, 1.0), "albedo_prob": (0.0, 1.0),
+        "warmup_steps": (0, float("inf")), "ambient": (0.0, 10.0), "diffuse": (0.0, 10.0),
+        "light_spread_deg": (0.0, 180.0)}
+    # the allowed range of each number (studio/limits.py checks them before a run starts)
 
     textureless_prob: float = 0.0
     """Probability of a 'textureless' (white albedo, lit) view after warm-up; helps geometry with real SD."""
@@ -66,6 +74,10 @@ class GuidanceConfig:
 class LogConfig:
     """What the run records while it goes."""
 
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {"log_every": (1, float("inf")),
+        "preview_every": (0, float("inf")), "preview_views": (1, 64), "checkpoint_every": (0, float("inf"))}
+    # the allowed range of each number (studio/limits.py checks them before a run starts)
+
     log_every: int = 10
     """Write a log.jsonl line every N steps (and the last step)."""
     preview_every: int = 50
@@ -77,8 +89,27 @@ class LogConfig:
 
 
 @dataclass
+class GuardConfig:
+    """The numerical guard (studio/guard.py): what a run does when its loss or parameters turn NaN or infinite."""
+
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {"max_rollbacks": (0, 100), "lr_factor": (0.01, 0.99)}
+    # the allowed range of each number (studio/limits.py checks them before a run starts)
+
+    max_rollbacks: int = 3
+    """Times a run may go back to its last good checkpoint with lower learning rates; once more and it fails."""
+    lr_factor: float = 0.5
+    """Every learning rate is multiplied by this at each rollback."""
+
+
+@dataclass
 class ExportConfig:
     """What a finished run writes (docs/export.md): clean, textured meshes in metres, Y up, on the ground."""
+
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {"mesh_resolution": (16, 1024), "faces": (0, 10_000_000),
+        "texture_size": (0, 8192), "texture_padding": (0, 64), "size": (0.0, 1000.0), "min_part_fraction": (0.0, 1.0),
+        "fidelity_views": (0, 64), "fidelity_size": (8, 1024), "turntable_frames": (0, 360),
+        "turntable_size": (16, 2048)}
+    # the allowed range of each number (studio/limits.py checks them before a run starts)
 
     formats: list[ExportFormat] = field(default_factory=lambda: ["glb", "obj", "ply"])
     """Mesh formats written at the end."""
@@ -122,6 +153,9 @@ class ExportConfig:
 class RunConfig:
     """One generation job."""
 
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {"seed": (0, 2**63 - 1), "steps": (1, 1_000_000)}
+    # the allowed range of each number (studio/limits.py checks them before a run starts)
+
     prompt: str = ""
     """What to generate, e.g. 'a red cube'."""
     negative_prompt: str = ""
@@ -148,6 +182,8 @@ class RunConfig:
     """The diffusion model."""
     log: LogConfig = field(default_factory=LogConfig)
     """Logging, previews, checkpoints."""
+    guard: GuardConfig = field(default_factory=GuardConfig)
+    """What happens when training goes non-finite."""
     export: ExportConfig = field(default_factory=ExportConfig)
     """Mesh and turntable export."""
 
@@ -155,10 +191,10 @@ class RunConfig:
         """Raise ConfigError for values that are well-typed but unusable."""
         if not self.prompt.strip():
             raise ConfigError("the prompt is empty; give one, e.g. studio generate \"a red cube\"")
-        if self.steps <= 0:
-            raise ConfigError(f"steps must be positive, got {self.steps}")
-        if self.camera.resolution < 8 or self.camera.batch_size < 1:
-            raise ConfigError("camera.resolution must be >= 8 and camera.batch_size >= 1")
+        for key in ("prompt", "negative_prompt"):
+            if len(getattr(self, key)) > MAX_PROMPT_CHARS:
+                raise ConfigError(f"{key} has {len(getattr(self, key))} characters; at most {MAX_PROMPT_CHARS} are allowed")
+        check_limits(self)
         self.export.validate()
         if self.init_from and not (Path(self.init_from) / "checkpoint" / "scene.safetensors").is_file():
             raise ConfigError(f"--init-from {self.init_from}: not a run directory with a checkpoint; "
@@ -167,20 +203,7 @@ class RunConfig:
             raise ConfigError("shading.textureless_prob + shading.albedo_prob must be <= 1")
         if self.log.log_every < 1 or self.log.preview_every < 0 or self.log.checkpoint_every < 0:
             raise ConfigError("log.log_every must be >= 1, log.preview_every and log.checkpoint_every >= 0 (0 = off)")
-        check_learning_rates(self.representation, "representation")
-        check_learning_rates(self.distillation, "distillation")
         return self
-
-
-def check_learning_rates(section: Any, path: str) -> None:
-    """ConfigError naming the first learning rate (a field named lr or lr_*, in nested sections too) that is not
-    positive: a zero or negative rate trains nothing or diverges, and would still end 'finished'."""
-    for f in dataclasses.fields(section):
-        value, key = getattr(section, f.name), f"{path}.{f.name}"
-        if dataclasses.is_dataclass(value):
-            check_learning_rates(value, key)
-        elif (f.name == "lr" or f.name.startswith("lr_")) and isinstance(value, (int, float)) and not value > 0:
-            raise ConfigError(f"{key} must be a positive learning rate, got {value!r}")
 
 
 def representation_config(kind: str) -> RepresentationConfig:
@@ -219,8 +242,9 @@ def preset_layer(name: str) -> dict:
     return read_toml(path)
 
 
-def build_config(layers: list[dict], overrides: list[str] = ()) -> RunConfig:
-    """Merge sparse layers (lowest first) and `--set` overrides into a validated RunConfig."""
+def build_config(layers: list[dict], overrides: list[str] = (), validate: bool = True) -> RunConfig:
+    """Merge sparse layers (lowest first) and `--set` overrides into a RunConfig, validated unless `validate` is
+    False (the web studio checks its own, tighter limits first, then validates)."""
     tree: dict[str, Any] = {name: {"kind": kind} for name, kind in DEFAULT_KINDS.items()}
     for layer in layers:
         tree = merge(tree, _with_moved_keys(layer, tree), POLYMORPHIC)
@@ -229,7 +253,8 @@ def build_config(layers: list[dict], overrides: list[str] = ()) -> RunConfig:
         keys, value = parse_assignment(item)
         set_path(set_layer, keys, value)
     tree = merge(tree, _with_moved_keys(set_layer, tree), POLYMORPHIC)
-    return from_dict(RunConfig, tree, _resolve).validate()
+    cfg = from_dict(RunConfig, tree, _resolve)
+    return cfg.validate() if validate else cfg
 
 
 def config_to_toml(cfg: RunConfig) -> str:
@@ -268,6 +293,7 @@ def field_reference(cls: type = RunConfig, prefix: str = "", inst: Any = None) -
     hints = typing.get_type_hints(cls)
     rows = []
     inst = cls() if inst is None else inst
+    limits = limits_of(cls)
     for f in dataclasses.fields(cls):
         value = getattr(inst, f.name)
         key = f"{prefix}{f.name}"
@@ -277,6 +303,8 @@ def field_reference(cls: type = RunConfig, prefix: str = "", inst: Any = None) -
         else:
             choices = _literal_choices(hints[f.name])
             doc = docs.get(f.name, "") + (f" One of {', '.join(map(repr, choices))}." if choices else "")
+            if f.name in limits and numbers_in(value, key):
+                doc += f" Range: {format_range(*limits[f.name])}."
             rows.append((key, repr(to_dict(value)), doc.strip()))
     return rows
 

@@ -18,3 +18,8 @@ def is_user_error(e: BaseException) -> bool:
         return True
     mod = sys.modules.get("distillation.guidance")
     return mod is not None and isinstance(e, getattr(mod, "GuidanceLoadError", ()))
+
+
+class RunFailed(RuntimeError):
+    """A run that could not finish for a reason it states in one line (e.g. training diverged). Its folder says
+    `failed`; the CLI prints the line and exits with code 1."""

@@ -1,7 +1,8 @@
 """Events yielded by `studio.run.run(cfg)`. Plain dataclasses, and the speed meter behind Progress's rate and ETA;
 torch-free.
 
-Order: Started, then a Progress per step (a Preview every `log.preview_every` steps and after the last one), then
+Order: Started, then a Progress per step (a Preview every `log.preview_every` steps and after the last one; a
+RolledBack when the numerical guard sends training back to a checkpoint, Progress going on from there), then
 an Exporting as each export stage starts, then Finished (which also ends the export: there is no final Exporting).
 """
 from __future__ import annotations
@@ -74,6 +75,21 @@ class Exporting:
 
 
 @dataclass
+class RolledBack:
+    """Training went non-finite (NaN / inf) and went back to its last good checkpoint with lower learning rates
+    (studio/guard.py); Progress continues from `to_step`."""
+
+    at_step: int
+    """The step whose loss or parameters were not finite."""
+    to_step: int
+    """The step training goes back to (0: the start)."""
+    reason: str
+    """What was not finite, e.g. 'loss is nan'."""
+    lr_scale: float
+    """Every learning rate's factor from now on, against the rates the run (or this resume) started with."""
+
+
+@dataclass
 class Finished:
     """The run completed and its assets are written."""
 
@@ -85,7 +101,7 @@ class Finished:
     """The contents of metrics.json."""
 
 
-Event = Started | Progress | Preview | Exporting | Finished
+Event = Started | Progress | Preview | RolledBack | Exporting | Finished
 
 
 class SpeedMeter:

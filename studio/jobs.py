@@ -37,9 +37,9 @@ def job_layers(flags: dict) -> tuple[list[dict], list[str]]:
     return layers, list(flags.get("overrides") or [])
 
 
-def job_config(flags: dict, base: Sequence[dict] = (), extra: Sequence[dict] = ()):
-    """The validated RunConfig of a job (ConfigError / UserError naming the fix otherwise)."""
+def job_config(flags: dict, base: Sequence[dict] = (), extra: Sequence[dict] = (), validate: bool = True):
+    """The RunConfig of a job, validated unless `validate` is False (ConfigError / UserError naming the fix)."""
     from .config import build_config
 
     layers, overrides = job_layers(flags)
-    return build_config([*base, *layers, *extra], overrides)
+    return build_config([*base, *layers, *extra], overrides, validate=validate)

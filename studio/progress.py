@@ -6,7 +6,7 @@ import sys
 import threading
 from pathlib import Path
 
-from .events import Exporting, Finished, Preview, Progress, Started
+from .events import Exporting, Finished, Preview, Progress, RolledBack, Started
 
 
 def format_eta(seconds: float) -> str:
@@ -114,6 +114,9 @@ def _print_event(ev, stream, tty: bool, every: int) -> None:
         elif ev.step % every == 0 or ev.step == ev.total_steps:
             print(f"step {ev.step}/{ev.total_steps} loss {ev.loss:.4f} "
                   f"{ev.steps_per_second:.2f} it/s eta {format_eta(ev.eta_seconds)}", file=stream, flush=True)
+    elif isinstance(ev, RolledBack):
+        print(f"\nstep {ev.at_step}: {ev.reason}; back to step {ev.to_step} with learning rates x{ev.lr_scale:g}",
+              file=stream, flush=True)
     elif isinstance(ev, Exporting):  # on a TTY too: the bar ended its line at the last step
         print(export_line(ev), file=stream, flush=True)
     elif isinstance(ev, Preview) and ev.path is not None and not tty:

@@ -12,11 +12,13 @@ checkpoint (checkpoint.py), the prompt embeddings in prompts.py, previews in pre
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import resource
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -31,14 +33,15 @@ from representations.cameras import Cameras
 from representations.shading import Shading, light_near_camera
 
 from .assets import export_assets_atomically
-from .checkpoint import recover_checkpoint, rng_state, save_checkpoint
+from .checkpoint import complete_checkpoint, load_meta, recover_checkpoint, rng_state, save_checkpoint
 from .config import RunConfig, ShadingConfig, config_to_toml
 from .errors import UserError
-from .events import Event, Finished, Progress, SpeedMeter, Started
+from .events import Event, Finished, Progress, RolledBack, SpeedMeter, Started
+from .guard import Rollback, finite_logs, give_up, nonfinite_logs, scaled_learning_rates, scene_problem
 from .models import embedded_prompt_warning, load_guidance
 from .previews import make_preview
 from .prompts import PromptBank
-from .resume import check_resumable, reopen, restore_generators, restore_training
+from .resume import check_resumable, keep_log_until, reopen, restore_generators, restore_training
 from .rundir import atomic_write_text, check_out_dir, create_run_dir, run_lock, write_json, write_status
 from .sampling import sample_cameras
 
@@ -120,39 +123,60 @@ def _train(cfg: RunConfig, run_dir: Path, scene: Representation, loss_fn: Distil
 
     Closing the generator writes a checkpoint of the last completed step (if newer than the one on disk), so a
     stopped run can be resumed; assets are written into a temporary folder and moved in only when all are done,
-    so a finished run being trained further keeps its old assets until the new ones are complete."""
-    device = loss_fn.guidance.device
-    config_toml = config_to_toml(cfg)
+    so a finished run being trained further keeps its old assets until the new ones are complete. A non-finite
+    loss or scene goes back to the last good checkpoint with lower learning rates (studio/guard.py)."""
+    t = Training(cfg, scene, loss_fn, gen)
+    del scene, loss_fn, gen
+    device = t.loss_fn.guidance.device
     ckpt = run_dir / "checkpoint"
     done = saved = start
+    rollbacks: list[Rollback] = []
     t_start = time.perf_counter()
+    log = None
     try:
         yield Started(run_dir, cfg.steps, note)
         log = open(run_dir / "log.jsonl", "a")
         speed = SpeedMeter()
-        try:
-            for step in range(start, cfg.steps):
-                logs = train_step(cfg, scene, loss_fn, prompts, gen, step, device)
-                done = step + 1
-                speed.tick()
-                last = step + 1 == cfg.steps
-                if step % cfg.log.log_every == 0 or last:
-                    log.write(json.dumps({"step": step + 1, **logs}) + "\n")
-                    log.flush()
-                yield Progress(step + 1, cfg.steps, logs["loss"], speed.rate, speed.eta(cfg.steps - step - 1), logs)
-                if cfg.log.preview_every and (step + 1) % cfg.log.preview_every == 0 and not last:
-                    yield make_preview(cfg, scene, step + 1, run_dir)
-                if cfg.log.checkpoint_every and (step + 1) % cfg.log.checkpoint_every == 0 and not last:
-                    save_checkpoint(ckpt, scene, loss_fn, step + 1, config_toml, rng_state(gen, device))
-                    saved = step + 1
-        finally:
-            log.close()
+        step = start
+        while True:
+            if step < cfg.steps:
+                logs = train_step(t.cfg, t.scene, t.loss_fn, prompts, t.gen, step, device)
+                problem = nonfinite_logs(logs)
+                checkpoint_due = bool(cfg.log.checkpoint_every) and (step + 1) % cfg.log.checkpoint_every == 0
+                if problem is None and checkpoint_due and step + 1 < cfg.steps:
+                    problem = scene_problem(t.scene, t.loss_fn)
+            else:  # trained: nothing non-finite may reach the final checkpoint and the assets
+                problem = scene_problem(t.scene, t.loss_fn) if saved != cfg.steps else None
+            if problem is not None:
+                log.close()
+                rollback = _roll_back(t, run_dir, step + (step < cfg.steps), problem, rollbacks)
+                rollbacks.append(rollback)
+                log = open(run_dir / "log.jsonl", "a")
+                step = done = saved = rollback.to_step
+                yield RolledBack(rollback.at_step, rollback.to_step, rollback.reason, rollback.lr_scale)
+                continue
+            if step >= cfg.steps:
+                break
+            done = step + 1
+            speed.tick()
+            last = step + 1 == cfg.steps
+            if step % cfg.log.log_every == 0 or last:
+                log.write(json.dumps({"step": step + 1, **finite_logs(logs)}, allow_nan=False) + "\n")
+                log.flush()
+            yield Progress(step + 1, cfg.steps, logs["loss"], speed.rate, speed.eta(cfg.steps - step - 1), logs)
+            if cfg.log.preview_every and (step + 1) % cfg.log.preview_every == 0 and not last:
+                yield make_preview(t.cfg, t.scene, step + 1, run_dir)
+            if checkpoint_due and not last:
+                save_checkpoint(ckpt, t.scene, t.loss_fn, step + 1, t.config_toml, rng_state(t.gen, device))
+                saved = step + 1
+            step += 1
+        log.close()
         train_seconds = time.perf_counter() - t_start
-        yield make_preview(cfg, scene, cfg.steps, run_dir)
+        yield make_preview(t.cfg, t.scene, cfg.steps, run_dir)
         if saved != cfg.steps:
-            save_checkpoint(ckpt, scene, loss_fn, cfg.steps, config_toml, rng_state(gen, device))
+            save_checkpoint(ckpt, t.scene, t.loss_fn, cfg.steps, t.config_toml, rng_state(t.gen, device))
             saved = cfg.steps
-        assets, mesh_metrics = yield from export_assets_atomically(cfg, scene, run_dir)
+        assets, mesh_metrics = yield from export_assets_atomically(t.cfg, t.scene, run_dir)
         metrics = {
             "prompt": cfg.prompt,
             "steps": cfg.steps,
@@ -162,15 +186,16 @@ def _train(cfg: RunConfig, run_dir: Path, scene: Representation, loss_fn: Distil
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "model": note,
             **({"resumed_from_step": start} if start else {}),
+            **({"rollbacks": [dataclasses.asdict(r) for r in rollbacks]} if rollbacks else {}),
             **mesh_metrics,
         }
         write_json(run_dir / "metrics.json", metrics)
         write_status(run_dir, "finished", prompt=cfg.prompt, model_note=note)
         yield Finished(run_dir, assets, metrics)
     except GeneratorExit:
-        try:
-            if done > saved:  # closed between steps: the state is consistent, keep it for `studio resume`
-                save_checkpoint(ckpt, scene, loss_fn, done, config_toml, rng_state(gen, device))
+        try:  # closed between steps: a finite state is consistent, keep it for `studio resume`
+            if done > saved and scene_problem(t.scene, t.loss_fn) is None:
+                save_checkpoint(ckpt, t.scene, t.loss_fn, done, t.config_toml, rng_state(t.gen, device))
                 saved = done
         finally:
             write_status(run_dir, "cancelled", prompt=cfg.prompt, model_note=note, checkpoint_step=saved)
@@ -179,7 +204,59 @@ def _train(cfg: RunConfig, run_dir: Path, scene: Representation, loss_fn: Distil
         write_status(run_dir, "failed", prompt=cfg.prompt, error=f"{type(e).__name__}: {e}", checkpoint_step=saved)
         raise
     finally:
-        del scene, loss_fn
+        if log is not None:
+            log.close()
+        del t
+
+
+@dataclass
+class Training:
+    """What the loop trains with; a rollback replaces all of it (a new config with lower learning rates)."""
+
+    cfg: RunConfig
+    """The config training follows now (its learning rates lowered by each rollback)."""
+    scene: Representation
+    """The scene being optimised."""
+    loss_fn: Distillation
+    """The distillation loss (with its own trainable state, if any)."""
+    gen: torch.Generator
+    """The camera generator."""
+    config_toml: str = ""
+    """`cfg` as TOML, saved with every checkpoint."""
+
+    def __post_init__(self) -> None:
+        self.config_toml = self.config_toml or config_to_toml(self.cfg)
+
+
+def _roll_back(t: Training, run_dir: Path, at_step: int, reason: str,
+               earlier: list[Rollback]) -> Rollback:
+    """Put `t` back at the run's last good checkpoint (or its start) with every learning rate times
+    guard.lr_factor; RunFailed once guard.max_rollbacks are used up. config.toml gets the new rates and log.jsonl
+    loses the lines after the checkpoint's step."""
+    guard = t.cfg.guard
+    scale = (earlier[-1].lr_scale if earlier else 1.0) * guard.lr_factor
+    if len(earlier) >= guard.max_rollbacks:
+        raise give_up(reason, at_step, len(earlier), scale / guard.lr_factor)
+    cfg = dataclasses.replace(t.cfg, representation=scaled_learning_rates(t.cfg.representation, guard.lr_factor),
+                              distillation=scaled_learning_rates(t.cfg.distillation, guard.lr_factor))
+    guidance, device = t.loss_fn.guidance, t.loss_fn.guidance.device
+    del t.scene, t.loss_fn
+    ckpt = complete_checkpoint(run_dir / "checkpoint")
+    torch.manual_seed(cfg.seed)
+    t.scene, t.loss_fn = build_training(cfg, guidance)
+    if ckpt is not None and ckpt == run_dir / "checkpoint":
+        to_step = int(load_meta(ckpt)["step"])
+        restore_training(run_dir, t.scene, t.loss_fn, device)
+        t.gen = restore_generators(run_dir, cfg.seed + to_step, device)
+    else:  # no checkpoint yet: from the start, as `run` began
+        to_step = 0
+        if cfg.init_from:
+            init_scene(t.scene, Path(cfg.init_from), device)
+        t.gen = torch.Generator().manual_seed(cfg.seed)
+    t.cfg, t.config_toml = cfg, config_to_toml(cfg)
+    atomic_write_text(run_dir / "config.toml", t.config_toml)
+    keep_log_until(run_dir / "log.jsonl", to_step)
+    return Rollback(at_step, to_step, reason, scale)
 
 
 def init_scene(scene: Representation, source_dir: Path, device: torch.device) -> None:

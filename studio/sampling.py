@@ -5,6 +5,7 @@ distillation, so the diffusion model sees at train time what it is shown at dist
 """
 from __future__ import annotations
 
+from typing import ClassVar
 from dataclasses import dataclass
 
 import torch
@@ -15,6 +16,10 @@ from representations.cameras import Cameras, orbit_cameras, view_angles
 @dataclass
 class CameraConfig:
     """Distribution of training cameras: they orbit the origin and look at it."""
+
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {"radius": (0.1, 100.0), "elevation_deg": (-90.0, 90.0),
+        "azimuth_deg": (-360.0, 360.0), "fov_deg": (1.0, 170.0), "batch_size": (1, 64), "resolution": (8, 1024)}
+    # the allowed range of each number (studio/limits.py checks them before a run starts)
 
     radius: tuple[float, float] = (2.4, 3.0)
     """Range of camera distances from the origin (world units; the object fits in [-1, 1]^3)."""

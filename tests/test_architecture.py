@@ -40,7 +40,7 @@ LAUNCHERS = {("studio.cli", "ui.server")}
 """The one exception: `studio ui` launches the web UI (and reads its flags), importing it inside functions only."""
 
 STUDIO_LAYERS = [
-    {"errors", "paths", "tomlcodec", "events", "rundir", "media", "vocabulary"},
+    {"errors", "paths", "tomlcodec", "limits", "events", "rundir", "media", "vocabulary", "guard"},
     {"sampling", "config", "models", "checkpoint", "export", "splat"},
     {"prompts", "previews", "assets", "resume", "reexport"},
     {"run"},

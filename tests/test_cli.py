@@ -29,7 +29,7 @@ def run_cli(args, capsys):
     (["generate", ""], "prompt is empty"),
     (["generate", "a cube", "--representation", "octree"], f"unknown representation 'octree'; valid: {VALID_KINDS}"),
     (["generate", "a cube", "--distillation", "xyz"], "unknown distillation 'xyz'; valid:"),
-    (["generate", "a cube", "--steps", "0"], "steps must be positive"),
+    (["generate", "a cube", "--steps", "0"], "steps = 0 is out of range; allowed: 1 .. 1000000"),
     (["generate", "a cube", "--set", "camera.fovv=3"], "valid keys: radius"),
     (["generate", "a cube", "--set", "steps"], "--set expects key=value"),
     (["generate", "a cube", "--preset", "nope"], "unknown preset 'nope'"),
@@ -139,7 +139,7 @@ def test_text_batch_file(tmp_path, capsys):
     ("", "has no prompts"),
     ("[[job]]\nprompt = 'x'\nstepz = 3\n", "unknown key 'stepz'"),
     ("[[job]\nprompt = 'x'\n", "not valid TOML"),
-    ("[[job]]\nprompt = 'x'\nsteps = -1\n", "job 1: steps must be positive"),
+    ("[[job]]\nprompt = 'x'\nsteps = -1\n", "job 1: steps = -1 is out of range"),
 ])
 def test_malformed_batch_file(tmp_path, capsys, content, message):
     suffix = ".txt" if content == "" else ".toml"
@@ -216,4 +216,4 @@ def test_console_script_help_and_error_exit_code(tmp_path):
     assert out.returncode == 0 and "generate" in out.stdout
     out = subprocess.run([str(exe), "generate", "x", "--steps", "-3", "--out", str(tmp_path / "o")],
                          capture_output=True, text=True)
-    assert out.returncode == 2 and out.stderr.strip() == "error: steps must be positive, got -3"
+    assert out.returncode == 2 and out.stderr.strip() == "error: steps = -3 is out of range; allowed: 1 .. 1000000"

@@ -55,7 +55,7 @@ def test_wrong_type_is_an_error():
 
 @pytest.mark.parametrize("layer, message", [
     ({"prompt": "  "}, "prompt is empty"),
-    ({"prompt": "x", "steps": 0}, "steps must be positive"),
+    ({"prompt": "x", "steps": 0}, r"steps = 0 is out of range; allowed: 1 \.\. 1000000"),
     ({"prompt": "x", "representation": {"kind": "mesh9"}}, "unknown representation 'mesh9'; valid: " + ", ".join(sorted(representations.REGISTRY))),
     ({"prompt": "x", "distillation": {"kind": "nope"}}, "unknown distillation 'nope'; valid: "),
 ])
@@ -127,8 +127,8 @@ def test_app_literal_choices_match_what_they_pick():
 @pytest.mark.parametrize("override, message", [
     ("representation.lr_mlp=nan", "representation.lr_mlp must be a finite number, got nan"),
     ("distillation.guidance_scale=inf", "distillation.guidance_scale must be a finite number, got inf"),
-    ("representation.lr_grid=-0.01", "representation.lr_grid must be a positive learning rate, got -0.01"),
-    ("log.log_every=0", "log.log_every must be >= 1"),
+    ("representation.lr_grid=-0.01", "representation.lr_grid = -0.01 is out of range; allowed: 1e-08 .. 1"),
+    ("log.log_every=0", "log.log_every = 0 is out of range; allowed: >= 1"),
 ])
 def test_values_that_used_to_pass_or_crash_later_are_refused_up_front(override, message, tmp_path, capsys):
     """nan passed (the loss went NaN and the run ended 'finished'); log_every=0 crashed after the run started."""
@@ -139,3 +139,59 @@ def test_values_that_used_to_pass_or_crash_later_are_refused_up_front(override, 
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()  # nothing written
+
+
+def _numeric_leaves(section, prefix=""):
+    """(key, field name, owner class) of every number-holding field of a config, nested sections included."""
+    import dataclasses
+
+    from studio.limits import is_ramp, numbers_in
+
+    for f in dataclasses.fields(section):
+        value, key = getattr(section, f.name), f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value) and not is_ramp(value):
+            yield from _numeric_leaves(value, key + ".")
+        elif numbers_in(value, key):
+            yield key, f.name, type(section), value
+
+
+def _kinds():
+    import distillation
+    import representations
+
+    return [(r, "sds") for r in sorted(representations.REGISTRY)] + [("nerf", d) for d in sorted(distillation.REGISTRY)]
+
+
+@pytest.mark.parametrize("rep, dist", _kinds())
+def test_every_number_has_a_range_and_a_value_outside_it_is_refused_naming_the_field(rep, dist):
+    """Every numeric field of every kind declares LIMITS (studio/limits.py); just above the top or just below the
+    bottom of its range, the config is refused with one line naming the field."""
+    from studio.config import build_config
+    from studio.limits import limits_of
+
+    layer = {"prompt": "a red cube", "representation": {"kind": rep}, "distillation": {"kind": dist}}
+    cfg = build_config([layer])
+    leaves = list(_numeric_leaves(cfg))
+    assert len(leaves) > 40
+    for key, name, owner, value in leaves:
+        assert name in limits_of(owner), f"{key} has no range in {owner.__name__}.LIMITS"
+        lo, hi = limits_of(owner)[name]
+        outside = [v for v in (hi + max(1, abs(hi)) if hi != float("inf") else None, lo - max(1, abs(lo))) if v is not None]
+        for bad in outside:
+            if isinstance(value, int) and not isinstance(value, bool):
+                bad = int(bad)
+            literal = _literal_like(value, bad)
+            with pytest.raises(ConfigError) as err:
+                build_config([layer], [f"{key}={literal}"])
+            assert key.split(".")[-1] in str(err.value) and "\n" not in str(err.value), (key, literal, err.value)
+
+
+def _literal_like(value, bad) -> str:
+    """`bad` as a TOML literal shaped like `value`: a number, or every item of a tuple, or a Ramp's start and end."""
+    from studio.limits import is_ramp
+
+    if isinstance(value, (tuple, list)):
+        return "[" + ", ".join([repr(bad)] * len(value)) + "]"
+    if is_ramp(value):
+        return f"{{start = {bad!r}, end = {bad!r}}}"
+    return repr(bad)

@@ -21,6 +21,7 @@ pytestmark = pytest.mark.usefixtures("small_exports")
 REPRESENTATION = '''
 """A dense density and colour grid (8^3, trilinear): the smallest ray-marched field, for tests/test_extending.py."""
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +36,7 @@ from representations.regularizers import VolumeRegularizers
 
 @dataclass
 class TinyGridConfig(RepresentationConfig):
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {"lr": (1e-8, 1.0), "normal_min_alpha": (0.0, 1.0)}
     kind: str = "tinygrid"
     """Registry key."""
     lr: float = 0.05
@@ -79,6 +81,7 @@ class TinyGrid(MarchedVolume):
 LOSS = '''
 """SDS without classifier-free guidance, for tests/test_extending.py: g = ε̂(x_t, t, y) − ε."""
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -89,6 +92,7 @@ from distillation.schedule import check_timestep_range, sample_timesteps
 
 @dataclass
 class PlainConfig(DistillationConfig):
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {"t_min": (0.0, 1.0), "t_max": (0.0, 1.0)}
     kind: str = "plain"
     """Registry key."""
     t_min: float = 0.3

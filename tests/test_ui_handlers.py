@@ -67,12 +67,12 @@ def test_generate_and_batch_from_a_fresh_page_queue(tmp_path):
     ({"guidance_scale": -50}, ["guidance scale -50", ">= 0"]),
     ({"guidance_scale": 1e9}, ["--max-guidance"]),
     ({"prompt": "a red cube " * 500}, ["characters", "at most 300"]),
-    ({"steps": 0}, ["steps must be positive"]),
+    ({"steps": 0}, ["steps = 0 is out of range"]),
     ({"steps": float("inf")}, ["steps must be a number"]),
     ({"advanced": "steps = 999999"}, ["steps 999999", "--max-steps"]),  # no layer gets around a limit
     ({"advanced": "camera.batch_size = 64"}, ["camera.batch_size 64", "--max-batch-size"]),
     ({"advanced": "export.texture_size = 8192"}, ["--max-texture-size"]),
-    ({"advanced": 'init_from = "/etc"'}, ["--init-from /etc"]),
+    ({"advanced": 'init_from = "/etc"'}, ["init_from /etc", "a run of this studio"]),
 ])
 def test_out_of_bounds_input_is_one_line_and_queues_nothing(tmp_path, changes, words):
     jobs = JobManager(tmp_path)

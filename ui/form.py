@@ -157,8 +157,9 @@ def form_layer(values: FormValues) -> dict:
     return layer
 
 
-def build_run_config(values: FormValues, prompt: str | None = None, base: tuple[dict, ...] = ()):
-    """A validated RunConfig from the form (UserError with a readable message otherwise).
+def build_run_config(values: FormValues, prompt: str | None = None, base: tuple[dict, ...] = (),
+                     validate: bool = True):
+    """A RunConfig from the form, validated unless `validate` is False (UserError with a readable message).
 
     Layers, later wins: defaults < the server's base layers (`studio ui --defaults FILE`) < preset < form
     fields < advanced box. `prompt` replaces the form's prompt (used by the Batch tab, whose jobs take the
@@ -169,7 +170,7 @@ def build_run_config(values: FormValues, prompt: str | None = None, base: tuple[
     args = form_args(values)
     if prompt is not None:
         args["prompt"] = prompt.strip()
-    return job_config(args, base=base, extra=[form_layer(values)])
+    return job_config(args, base=base, extra=[form_layer(values)], validate=validate)
 
 
 FILLED_FIELDS = ("representation", "distillation", "steps", "guidance_scale", "resolution", "pgc", "pgc_threshold")

@@ -115,9 +115,9 @@ class Handlers:
     # ---- Generate tab ---------------------------------------------------------------------------------------
     def form_config(self, values: tuple, prompt: str | None = None):
         """The validated, limit-checked RunConfig of the page's form values (FORM_FIELDS order)."""
-        cfg = build_run_config(FormValues.from_page(FORM_FIELDS, values), prompt=prompt, base=self.base)
-        check_run(cfg, self.limits, self.out)
-        return cfg
+        cfg = build_run_config(FormValues.from_page(FORM_FIELDS, values), prompt=prompt, base=self.base, validate=False)
+        check_run(cfg, self.limits, self.out)  # the server's limits first: tighter than the config's own ranges
+        return cfg.validate()
 
     def generate(self, user: str, session: dict, *values) -> tuple:
         """Validate the form and queue the run; (session, message, timer)."""

@@ -56,7 +56,7 @@ def _too_big(what: str, value, limit, field_name: str) -> UserError:
 
 
 def check_run(cfg, limits: ServerLimits, out: Path | None = None) -> None:
-    """UserError naming the limit for the first value of `cfg` (a validated RunConfig) that is out of bounds."""
+    """UserError naming the limit for the first value of `cfg` (built, perhaps not yet validated) that is out of bounds."""
     _check_text("prompt", cfg.prompt, limits)
     _check_text("negative prompt", cfg.negative_prompt, limits)
     at_most = [
