@@ -47,6 +47,12 @@ class RepresentationConfig:
     bound: float = 1.0
     """Half-size of the axis-aligned box [-bound, bound]^3 that holds the object."""
 
+    def training_bytes(self, pixels: int) -> float:
+        """Estimated bytes this scene holds while training on `pixels` rendered pixels a step: parameters, optimiser
+        moments and the activations kept for the backward pass (the memory check before a run, studio/memory.py).
+        This default is the highest per-pixel cost measured among the built-in representations (Gaussians)."""
+        return 16e3 * pixels
+
     def __post_init__(self) -> None:
         """A section given as a dict (`NeRFConfig(blob={"bias": 0.0})`) becomes its dataclass; the keys the dict
         leaves out keep this config's default for that section."""

@@ -90,6 +90,11 @@ class FlexiCubesConfig(RepresentationConfig):
     init_albedo_steps: int = 200
     """Adam steps fitting the albedo field to the source's colours in `--init-from`."""
 
+    def training_bytes(self, pixels: int) -> float:
+        """About 240 bytes a grid cell (FlexiCubes' per-cube tensors, measured at resolution 48) and 1 KB a pixel
+        (rasterising is cheap), plus the albedo field's hash tables."""
+        return 240.0 * (self.resolution + 1) ** 3 + 1e3 * pixels + self.albedo_grid.table_bytes()
+
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.resolution < 4:

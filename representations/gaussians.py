@@ -111,6 +111,11 @@ class GaussiansConfig(RepresentationConfig):
     tile_size: int = 8
     """Splatter tile side in pixels."""
 
+    def training_bytes(self, pixels: int) -> float:
+        """About 16 KB a pixel (the splatter's per-tile lists, measured at 64 and 128 px) plus up to max_gaussians
+        Gaussians of 59 floats with their Adam moments."""
+        return 16e3 * pixels + 12.0 * 59 * self.max_gaussians
+
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.sh_degree not in (0, 1):

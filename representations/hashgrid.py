@@ -61,6 +61,10 @@ class HashGridConfig:
     init_scale: float = 1e-4
     """Table entries start uniform in [-init_scale, init_scale]."""
 
+    def table_bytes(self) -> float:
+        """Bytes of the hash tables with their two Adam moments (float32)."""
+        return 12.0 * self.levels * 2 ** self.log2_table * self.features
+
 
 @dataclass(frozen=True)
 class Level:

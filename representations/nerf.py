@@ -86,6 +86,11 @@ class NeRFConfig(RepresentationConfig):
     normal_min_alpha: float = 1e-3
     """Pixels with lower opacity get no normal (shaded with ambient light only)."""
 
+    def training_bytes(self, pixels: int) -> float:
+        """About 12 KB a pixel at 128 samples a ray (peak RSS measured at 64 and 128 px, docs/reliability.md), plus
+        the hash tables."""
+        return 12e3 * pixels * self.march.samples_per_ray / 128 + self.grid.table_bytes()
+
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.density_activation not in DENSITY_ACTIVATIONS:

@@ -38,6 +38,7 @@ from .config import RunConfig, ShadingConfig, config_to_toml
 from .errors import UserError
 from .events import Event, Finished, Progress, RolledBack, SpeedMeter, Started
 from .guard import Rollback, finite_logs, give_up, nonfinite_logs, scaled_learning_rates, scene_problem
+from .memory import check_memory
 from .models import embedded_prompt_warning, load_guidance
 from .previews import make_preview
 from .prompts import PromptBank
@@ -49,6 +50,7 @@ from .sampling import sample_cameras
 def run(cfg: RunConfig, out: Path | str = "out") -> Iterator[Event]:
     """Generate `cfg.prompt` into a new run directory under `out`, yielding events as it goes."""
     cfg.validate()
+    check_memory(cfg)  # a run too big for this machine's free memory fails now, not in an OOM kill later
     check_out_dir(Path(out))  # before the model loads: a bad --out fails at once
     torch.manual_seed(cfg.seed)
     guidance, note = _load_guidance(cfg)  # before the run dir: a bad --model writes nothing
@@ -88,6 +90,7 @@ def resume(run_dir: Path | str, steps: int | None = None) -> Iterator[Event]:
     with run_lock(run_dir):  # before the model loads: a second resume stops here
         recover_checkpoint(run_dir / "checkpoint")  # a kill inside a checkpoint write: the whole one back in place
         cfg, done = check_resumable(run_dir, steps)  # again, now that nobody else can change the folder
+        check_memory(cfg)
         torch.manual_seed(cfg.seed)
         guidance, note = _load_guidance(cfg)
         scene, loss_fn = build_training(cfg, guidance)

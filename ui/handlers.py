@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from studio.errors import UserError, is_user_error
+from studio.memory import check_memory
 
 from . import history, view
 from .access import Users, may_see, set_shared
@@ -117,7 +118,9 @@ class Handlers:
         """The validated, limit-checked RunConfig of the page's form values (FORM_FIELDS order)."""
         cfg = build_run_config(FormValues.from_page(FORM_FIELDS, values), prompt=prompt, base=self.base, validate=False)
         check_run(cfg, self.limits, self.out)  # the server's limits first: tighter than the config's own ranges
-        return cfg.validate()
+        cfg.validate()
+        check_memory(cfg)
+        return cfg
 
     def generate(self, user: str, session: dict, *values) -> tuple:
         """Validate the form and queue the run; (session, message, timer)."""
