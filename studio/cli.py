@@ -103,15 +103,18 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """Re-export a run; each stage as a line on stderr, the written path on stdout."""
-    from .progress import export_line
+    """Re-export a run; each stage as a line on stderr, the written path on stdout. Ctrl-C or SIGTERM stops it at
+    once (files are written whole or not at all; the run's folder is as it was)."""
+    from .progress import StopOnInterrupt, export_line
     from .reexport import export_run
 
     def on_stage(ev) -> None:
         print(export_line(ev), file=sys.stderr, flush=True)
 
-    path = export_run(args.run_dir, args.format, args.out, args.resolution, args.faces, args.texture_size,
-                      on_stage=on_stage)
+    with StopOnInterrupt(sys.stderr) as stop:
+        stop.at_once = True
+        path = export_run(args.run_dir, args.format, args.out, args.resolution, args.faces, args.texture_size,
+                          on_stage=on_stage)
     print(path)
     return 0
 

@@ -45,9 +45,9 @@ def resume_with_progress(run_dir: str | Path, steps: int | None = None, stream=N
 def report(events, stream=None) -> Finished:
     """Drive a run's event generator to the end, reporting to `stream` (stderr); closes it on the way out.
 
-    The first Ctrl-C (or SIGTERM) stops the run at the next step boundary or export stage by closing the generator (so it is
-    'cancelled' with a checkpoint that `studio resume` continues), then raises KeyboardInterrupt; a second Ctrl-C
-    stops at once."""
+    The first Ctrl-C (or SIGTERM) stops the run at the next step boundary by closing the generator (so it is
+    'cancelled' with a checkpoint that `studio resume` continues), then raises KeyboardInterrupt; during the export
+    (the last step's checkpoint is saved) and at a second Ctrl-C it stops at once, inside the stage."""
     stream = stream or sys.stderr
     tty = stream.isatty()
     every = 1
@@ -56,6 +56,8 @@ def report(events, stream=None) -> Finished:
     try:
         with StopOnInterrupt(stream) as stop:
             for ev in events:
+                if isinstance(ev, Exporting):  # trained and checkpointed: a stop need not wait for the stage
+                    stop.at_once = True
                 _print_event(ev, stream, tty, every)
                 if isinstance(ev, Started):
                     every, run_dir = max(1, ev.total_steps // 20), ev.run_dir
@@ -63,9 +65,12 @@ def report(events, stream=None) -> Finished:
                     finished = ev
                 if stop.requested and finished is None:
                     events.close()
-                    if run_dir is not None and (Path(run_dir) / "checkpoint").exists():
-                        print(f"stopped; continue with: studio resume {run_dir}", file=stream)
                     raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        events.close()
+        if run_dir is not None and (Path(run_dir) / "checkpoint").exists():
+            print(f"stopped; continue with: studio resume {run_dir}", file=stream)
+        raise
     finally:
         events.close()
     assert finished is not None
@@ -77,12 +82,14 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class StopOnInterrupt:
-    """Within (main thread only): the first SIGINT or SIGTERM sets `requested` instead of raising; the second
-    raises KeyboardInterrupt at once."""
+    """Within (main thread only): the first SIGINT or SIGTERM sets `requested` instead of raising, unless `at_once`
+    is set; the second raises KeyboardInterrupt at once."""
 
     def __init__(self, stream) -> None:
         self.stream = stream
         self.requested = False
+        self.at_once = False
+        """Set when nothing is lost by stopping mid-way (the export): the first signal raises KeyboardInterrupt."""
         self._previous: dict[int, object] = {}
 
     def __enter__(self) -> "StopOnInterrupt":
@@ -95,10 +102,11 @@ class StopOnInterrupt:
             signal.signal(s, previous)
 
     def _handle(self, signum, frame) -> None:
-        if self.requested:
+        what = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        if self.requested or self.at_once:
+            print(f"\n{what}: stopping now", file=self.stream, flush=True)
             raise KeyboardInterrupt
         self.requested = True
-        what = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
         print(f"\n{what}: stopping after this step or export stage (again to stop at once)", file=self.stream, flush=True)
 
 

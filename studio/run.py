@@ -203,6 +203,9 @@ def _train(cfg: RunConfig, run_dir: Path, scene: Representation, loss_fn: Distil
         finally:
             write_status(run_dir, "cancelled", prompt=cfg.prompt, model_note=note, checkpoint_step=saved)
         raise
+    except KeyboardInterrupt:  # a stop at once (in the export, or a second Ctrl-C): the last checkpoint stands
+        write_status(run_dir, "cancelled", prompt=cfg.prompt, model_note=note, checkpoint_step=saved)
+        raise
     except BaseException as e:  # noqa: BLE001 - recorded, then re-raised
         write_status(run_dir, "failed", prompt=cfg.prompt, error=f"{type(e).__name__}: {e}", checkpoint_step=saved)
         raise

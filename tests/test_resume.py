@@ -233,6 +233,58 @@ def test_sigterm_stops_like_ctrl_c_and_the_run_resumes(tmp_path):
     assert final.metrics["resumed_from_step"] == done and status(run_dir)["status"] == "finished"
 
 
+def test_sigterm_during_the_export_stops_inside_it_and_resume_exports(tmp_path):
+    """The last step's checkpoint is saved before the export starts, so a stop there need not wait for the stage
+    (the UV unwrap, the bake, the turntable: tens of seconds at the defaults): the first SIGTERM stops at once,
+    with no asset and no temporary folder left, 'cancelled'; `studio resume` then only exports. Before, the first
+    signal waited for the end of the stage."""
+    import signal
+    import subprocess
+    import sys
+
+    args = [sys.executable, "-m", "studio.cli", "generate", "a red cube", "--steps", "2", "--out", str(tmp_path),
+            *[a for item in FAST for a in ("--set", item)], "--set", "export.texture_size=512",
+            "--set", "export.mesh_resolution=64", "--set", "export.turntable_frames=24"]
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    lines = []
+    for line in proc.stderr:
+        lines.append(line)
+        if line.startswith("export 1/"):
+            proc.send_signal(signal.SIGTERM)
+            break
+    rest = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 130, "".join(lines) + rest
+    assert "SIGTERM: stopping now" in rest and "turntable" not in rest  # stopped inside, not after, the export
+    assert "studio resume" in rest
+    (run_dir,) = tmp_path.iterdir()
+    assert status(run_dir)["status"] == "cancelled" and status(run_dir)["checkpoint_step"] == 2
+    assert not list(run_dir.glob("asset*")) and not (run_dir / ".assets.tmp").exists()
+    assert main(["resume", str(run_dir)]) == 0
+    assert status(run_dir)["status"] == "finished" and (run_dir / "asset.glb").is_file()
+    assert json.loads((run_dir / "metrics.json").read_text())["resumed_from_step"] == 2
+
+
+def test_sigterm_stops_studio_export_at_once_and_writes_nothing(tmp_path):
+    """`studio export` had no handler: SIGTERM killed it without its cleanup. Now it stops at once like Ctrl-C
+    (exit 130), no file appears half-written, and the folder's lock goes with it."""
+    import signal
+    import subprocess
+    import sys
+
+    run_dir = list(run(cfg_for(1), tmp_path))[-1].run_dir
+    args = [sys.executable, "-m", "studio.cli", "export", str(run_dir), "--format", "obj", "--texture-size", "1024",
+            "--resolution", "96"]
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    for line in proc.stderr:
+        if line.startswith("export 1/"):
+            proc.send_signal(signal.SIGTERM)
+            break
+    rest = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 130 and "SIGTERM: stopping now" in rest, rest
+    assert not list(run_dir.glob("asset.obj")) and not list(run_dir.glob(".asset*"))
+    assert main(["export", str(run_dir), "--format", "obj"]) == 0 and (run_dir / "asset.obj").is_file()
+
+
 @pytest.mark.slow
 def test_two_resumes_at_once_the_second_is_refused_before_anything_changes(tmp_path, capsys):
     """The lock is taken before the checks and the model load: a second `studio resume` a moment after the first
@@ -342,3 +394,145 @@ def test_a_failed_run_resumes_from_its_last_periodic_checkpoint(tmp_path, monkey
     events = list(resume(run_dir))
     assert [e.step for e in events if isinstance(e, Progress)] == [3, 4, 5]
     assert status(run_dir)["status"] == "finished"
+
+
+# ---- damaged run folders: one line naming the file and the fix, nothing changed (issue 19) -----------------
+@pytest.fixture(scope="module")
+def stopped_run(tmp_path_factory):
+    """A run of 3 steps stopped after step 1 (checkpoint at step 1): resumable. Copy it before damaging it."""
+    return stop_after(run(cfg_for(3, ["log.preview_every=0"]), tmp_path_factory.mktemp("stopped")), 1)
+
+
+def damaged_copy(stopped_run, tmp_path, name: str, data: bytes | None):
+    """A copy of the stopped run with RUN_DIR/name overwritten by `data` (deleted when None)."""
+    import shutil
+
+    run_dir = shutil.copytree(stopped_run, tmp_path / "run")
+    path = run_dir / name
+    path.unlink() if data is None else path.write_bytes(data)
+    return run_dir, path
+
+
+def one_error_line(argv, capsys) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: ") and "Traceback" not in err, err
+    return err
+
+
+def but_lock(snap: dict) -> dict:
+    return {k: v for k, v in snap.items() if k.name != ".lock"}  # the lock file holds the pid of its last holder
+
+
+def half(path) -> bytes:
+    return path.read_bytes()[: path.stat().st_size // 2]
+
+
+START_AGAIN = "start again with studio generate --config"
+
+
+@pytest.mark.parametrize("name, damage, fix", [
+    ("checkpoint/scene.safetensors", half, START_AGAIN),
+    ("checkpoint/scene.safetensors", lambda p: b"not a checkpoint at all", START_AGAIN),
+    ("checkpoint/distillation.safetensors", lambda p: b"", START_AGAIN),
+    ("checkpoint/rng.safetensors", half, START_AGAIN),
+    ("checkpoint/meta.json", lambda p: b'{"step": ', START_AGAIN),
+    ("checkpoint/meta.json", lambda p: b'{"step": "one"}', START_AGAIN),
+    ("config.toml", lambda p: p.read_bytes()[:-40] + b"\n[camera\n", "or copy {run}/checkpoint/config.toml over it"),
+    ("config.toml", lambda p: b"\xff\xfe garbage", "or copy {run}/checkpoint/config.toml over it"),
+    ("config.toml", None, "copy {run}/checkpoint/config.toml there"),
+    ("status.json", lambda p: p.read_bytes()[:10], "delete it and resume again"),
+    ("status.json", lambda p: b'["running"]', "delete it and resume again"),
+])
+def test_a_damaged_run_folder_resumes_with_one_line_and_changes_nothing(stopped_run, tmp_path, capsys, name,
+                                                                         damage, fix):
+    """A truncated or garbage checkpoint file, meta.json, config.toml or status.json used to give a traceback
+    (some after the model had loaded); now one line naming the file and what to do, before anything changes."""
+    run_dir, path = damaged_copy(stopped_run, tmp_path, name, None if damage is None else damage(stopped_run / name))
+    before = snapshot(run_dir)
+    err = one_error_line(["resume", str(run_dir)], capsys)
+    assert str(path) in err and fix.format(run=run_dir) in err, err
+    assert snapshot(run_dir) == before
+
+
+def test_following_the_fix_of_a_damaged_status_or_checkpoint_resumes_the_run(stopped_run, tmp_path, capsys):
+    import shutil
+
+    run_dir, status_path = damaged_copy(stopped_run, tmp_path, "status.json", b"{")
+    one_error_line(["resume", str(run_dir)], capsys)
+    status_path.unlink()  # "delete it and resume again"
+    assert main(["resume", str(run_dir)]) == 0 and status(run_dir)["status"] == "finished"
+    capsys.readouterr()
+
+    # a kill after the swap, before checkpoint.old was removed, then the new checkpoint damaged: the old one is whole
+    run_dir = shutil.copytree(stopped_run, tmp_path / "two-copies")
+    shutil.copytree(run_dir / "checkpoint", run_dir / "checkpoint.old")
+    scene = run_dir / "checkpoint" / "scene.safetensors"
+    scene.write_bytes(half(scene))
+    err = one_error_line(["resume", str(run_dir)], capsys)
+    assert (f"{scene} is unreadable" in err and
+            f"{run_dir / 'checkpoint.old'} is a whole checkpoint (step 1): replace {run_dir / 'checkpoint'} with it" in err)
+    shutil.rmtree(run_dir / "checkpoint")
+    (run_dir / "checkpoint.old").rename(run_dir / "checkpoint")
+    assert main(["resume", str(run_dir)]) == 0 and status(run_dir)["status"] == "finished"
+
+
+@pytest.mark.parametrize("name, damage, fix", [
+    ("checkpoint/scene.safetensors", half, START_AGAIN),
+    ("checkpoint/config.toml", lambda p: b"[representation\n", "or copy {run}/config.toml over it"),
+    ("checkpoint/config.toml", None, "copy {run}/config.toml there"),
+])
+def test_a_damaged_checkpoint_exports_with_one_line(stopped_run, tmp_path, capsys, name, damage, fix):
+    run_dir, path = damaged_copy(stopped_run, tmp_path, name, None if damage is None else damage(stopped_run / name))
+    before = snapshot(run_dir)
+    err = one_error_line(["export", str(run_dir), "--format", "ply"], capsys)
+    assert str(path) in err and fix.format(run=run_dir) in err, err
+    assert but_lock(snapshot(run_dir)) == but_lock(before)
+
+
+def edit_toml(path, *keys: str) -> None:
+    """Delete the dotted `keys` from the TOML file `path`, as a user editing it by hand would."""
+    import tomllib
+
+    import tomli_w
+
+    tree = tomllib.loads(path.read_text())
+    for key in keys:
+        *sections, leaf = key.split(".")
+        node = tree
+        for name in sections:
+            node = node[name]
+        del node[leaf]
+    path.write_text(tomli_w.dumps(tree))
+
+
+def test_a_key_deleted_from_config_toml_is_the_runs_not_the_default(stopped_run, tmp_path):
+    """`steps` deleted from a run's config.toml used to resume with the default 800 steps instead of the run's 3:
+    keys the file lacks now come from the checkpoint's copy, and only when that lacks them too (a run of an older
+    studio) from the defaults; the resumed run writes config.toml whole again."""
+    import shutil
+
+    from studio.config import LogConfig, RunConfig
+    from studio.resume import check_resumable
+
+    run_dir = shutil.copytree(stopped_run, tmp_path / "run")
+    edit_toml(run_dir / "config.toml", "steps", "camera.resolution", "representation.kind", "log.log_every")
+    edit_toml(run_dir / "checkpoint" / "config.toml", "log.log_every")  # as if written before log_every existed
+    cfg, done = check_resumable(run_dir, None)
+    assert (cfg.steps, cfg.camera.resolution, cfg.representation.kind, done) == (3, 32, "nerf", 1)
+    assert cfg.log.log_every == LogConfig().log_every and RunConfig().steps != 3
+    events = list(resume(run_dir))
+    assert [e.step for e in events if isinstance(e, Progress)] == [2, 3] and isinstance(events[-1], Finished)
+    assert "steps = 3" in (run_dir / "config.toml").read_text() and "resolution = 32" in (run_dir / "config.toml").read_text()
+
+
+def test_a_key_deleted_from_the_checkpoints_config_is_taken_from_the_runs_on_export(stopped_run, tmp_path):
+    import shutil
+
+    from studio.config import ExportConfig
+    from studio.reexport import load_scene
+
+    run_dir = shutil.copytree(stopped_run, tmp_path / "run")
+    edit_toml(run_dir / "checkpoint" / "config.toml", "steps", "export.mesh_resolution")
+    cfg, _ = load_scene(run_dir)
+    assert (cfg.steps, cfg.export.mesh_resolution) == (3, 32) and ExportConfig().mesh_resolution != 32

@@ -36,6 +36,9 @@ def unwrap(vertices: np.ndarray, faces: np.ndarray, texture_size: int, padding: 
         result = receive.recv()
     except EOFError:
         raise RuntimeError(f"xatlas UV unwrapping died (exit code {child.exitcode})") from None
+    except BaseException:  # a stop (Ctrl-C, SIGTERM) while the child works: it goes now, not when it is done
+        child.kill()
+        raise
     finally:
         receive.close()
         child.join(timeout=10)
