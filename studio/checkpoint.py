@@ -7,9 +7,20 @@ import shutil
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from .errors import UserError
 from .rundir import atomic_write_text
+
+
+class CheckpointError(UserError):
+    """A checkpoint file that is missing or cannot be read (truncated, garbage, not what save_checkpoint wrote).
+    The message names the file; `path` is that file. Callers add the fix (studio.resume.checkpoint_fix)."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        super().__init__(f"{path} {problem}")
+        self.path = Path(path)
 
 
 def save_checkpoint(folder: Path, representation, distill, step: int, config_toml: str,
@@ -63,18 +74,74 @@ def recover_checkpoint(folder: Path) -> None:
 
 
 def load_scene_state(folder: Path) -> dict[str, torch.Tensor]:
-    """The representation's tensors from a checkpoint folder."""
-    return load_file(str(Path(folder) / "scene.safetensors"))
+    """The representation's tensors from a checkpoint folder; CheckpointError if the file is missing or unreadable."""
+    return _load_tensors(Path(folder) / "scene.safetensors")
 
 
 def load_meta(folder: Path) -> dict:
-    return json.loads((Path(folder) / "meta.json").read_text())
+    """meta.json of a checkpoint folder ({"step": int >= 0, ...}); CheckpointError if missing or not that."""
+    path = Path(folder) / "meta.json"
+    try:
+        meta = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(path, "is missing") from None
+    except (OSError, ValueError) as e:  # ValueError: bad JSON or bytes that are not UTF-8
+        raise CheckpointError(path, f"is unreadable ({_first_line(e)})") from None
+    step = meta.get("step") if isinstance(meta, dict) else None
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise CheckpointError(path, f"is not a checkpoint's meta.json (it needs a step >= 0, not {str(meta)[:60]!r})")
+    return meta
 
 
 def load_rng_state(folder: Path) -> dict[str, torch.Tensor] | None:
-    """The random generator states saved with the checkpoint, or None (checkpoints written before resume existed)."""
+    """The random generator states saved with the checkpoint, or None (checkpoints written before resume existed).
+    CheckpointError if the file is there but unreadable or lacks a state."""
     path = Path(folder) / "rng.safetensors"
-    return load_file(str(path)) if path.exists() else None
+    if not path.exists():
+        return None
+    state = _load_tensors(path)
+    size = torch.get_rng_state().numel()  # a CPU generator's state: the camera one and torch's global one
+    for name in ("camera", "torch"):
+        if name not in state or state[name].dtype != torch.uint8 or state[name].numel() != size:
+            raise CheckpointError(path, f"has no valid {name!r} generator state")
+    return state
+
+
+def check_checkpoint(folder: Path) -> int:
+    """The step of the checkpoint in `folder` once every file of it is found readable (meta.json parsed, the
+    safetensors headers checked against the file sizes, so a truncated or garbage file is caught; the tensors
+    themselves are not loaded). CheckpointError naming the first bad file. Reads only."""
+    folder = Path(folder)
+    step = int(load_meta(folder)["step"])
+    for name in ("scene.safetensors", "distillation.safetensors"):
+        _check_header(folder / name)
+    load_rng_state(folder)
+    return step
+
+
+def _check_header(path: Path) -> None:
+    """CheckpointError unless `path` is a whole safetensors file (its header read, its size what the header says)."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            f.keys()
+    except FileNotFoundError:
+        raise CheckpointError(path, "is missing") from None
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(path, f"is unreadable ({_first_line(e)}): truncated or not a checkpoint file") from None
+
+
+def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """load_file, with CheckpointError naming `path` when it is missing, truncated or garbage."""
+    _check_header(path)
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(path, f"is unreadable ({_first_line(e)}): truncated or not a checkpoint file") from None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:120] if text else type(e).__name__
 
 
 def rng_state(gen: torch.Generator, device: torch.device) -> dict[str, torch.Tensor]:
@@ -104,7 +171,7 @@ def load_distillation_state(folder: Path, distill) -> None:
     ValueError (naming the folder) if the checkpoint holds no state for a loss that has some, e.g. it was
     written by a run with another distillation kind.
     """
-    state = load_file(str(Path(folder) / "distillation.safetensors"))
+    state = _load_tensors(Path(folder) / "distillation.safetensors")
     state.pop("_empty", None)
     if not distill.state_tensors():
         return

@@ -13,18 +13,29 @@ from .rundir import run_lock
 
 
 def load_scene(run_dir: Path):
-    """(config, representation) restored from RUN_DIR/checkpoint."""
+    """(config, representation) restored from RUN_DIR/checkpoint (its config.toml: the one the scene was trained
+    with). UserError naming the file and the fix when a file is missing, unreadable or does not fit."""
     import representations
 
-    from .checkpoint import load_scene_state
-    from .config import config_from_toml
+    from .checkpoint import CheckpointError, load_scene_state
+    from .resume import checkpoint_fix, read_run_config
 
-    ckpt = Path(run_dir) / "checkpoint"
+    run_dir = Path(run_dir)
+    ckpt = run_dir / "checkpoint"
     if not (ckpt / "scene.safetensors").exists():
         raise UserError(f"{run_dir} has no checkpoint/scene.safetensors; pass a run directory written by studio generate")
-    cfg = config_from_toml((ckpt / "config.toml").read_text())
+    try:
+        state = load_scene_state(ckpt)
+    except CheckpointError as e:
+        raise checkpoint_fix(run_dir, e) from None
+    cfg = read_run_config(ckpt / "config.toml", run_dir / "config.toml")
     scene = representations.get(cfg.representation.kind)(cfg.representation, cfg.steps)
-    scene.load_state_tensors(load_scene_state(ckpt))
+    try:
+        scene.load_state_tensors(state)
+    except (KeyError, ValueError, RuntimeError) as e:
+        raise UserError(f"{ckpt / 'scene.safetensors'} does not fit {ckpt / 'config.toml'} "
+                        f"({str(e).splitlines()[0][:200] if str(e) else type(e).__name__}); was that config.toml "
+                        f"edited? put back the one the run was trained with") from None
     return cfg, scene
 
 
