@@ -13,8 +13,9 @@ from .rundir import run_lock
 
 
 def load_scene(run_dir: Path):
-    """(config, representation) restored from RUN_DIR/checkpoint (its config.toml: the one the scene was trained
-    with). UserError naming the file and the fix when a file is missing, unreadable or does not fit."""
+    """(config, representation) restored from RUN_DIR/checkpoint. The config is the checkpoint's copy (the one the
+    scene was trained with); keys it lacks come from RUN_DIR/config.toml (studio.resume.read_run_config). UserError
+    naming the file and the fix when a file is missing, unreadable or does not fit."""
     import representations
 
     from .checkpoint import CheckpointError, load_scene_state

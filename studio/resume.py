@@ -17,9 +17,11 @@ from representations.base import Representation
 
 from .checkpoint import (CheckpointError, check_checkpoint, complete_checkpoint, load_distillation_state,
                          load_rng_state, load_scene_state, restore_rng)
-from .config import DEFAULT_KINDS, RunConfig, build_config, config_to_toml
+from .config import (DEFAULT_KINDS, POLYMORPHIC, RunConfig, build_config, config_to_toml, distillation_config,
+                     representation_config)
 from .errors import ConfigError, UserError
 from .rundir import STATUSES, atomic_write_text, read_status
+from .tomlcodec import merge, to_dict
 
 
 def check_resumable(run_dir: Path, steps: int | None) -> tuple[RunConfig, int]:
@@ -83,16 +85,47 @@ def checkpoint_fix(run_dir: Path, err: CheckpointError) -> UserError:
                      f"studio generate --config {Path(run_dir) / 'config.toml'}")
 
 
-# ---- a run's config.toml ---------------------------------------------------------------------------------
+# ---- a run's config.toml: keys it lacks come from its twin, not from the defaults ---------------------------
 def read_run_config(path: Path, twin: Path) -> RunConfig:
-    """The validated RunConfig of the run's config file `path`; UserError naming the file and the fix (`twin`,
-    the other copy of the same run's config: RUN_DIR/config.toml and RUN_DIR/checkpoint/config.toml, which
-    save_checkpoint writes) when it is missing or unreadable. Reads only."""
+    """The validated RunConfig of the run's config file `path`. Keys it lacks (deleted by hand; or added to the
+    studio after the file was written) are taken from `twin`, the other copy of the same run's config
+    (RUN_DIR/config.toml and RUN_DIR/checkpoint/config.toml, which save_checkpoint writes), and only then from the
+    defaults: a deleted `steps` stays the run's 20, not 800. UserError naming the file and the fix when `path`
+    (or `twin`, if needed) is missing or unreadable. Reads only."""
     tree = _read_tree(path, twin)
+    missing = missing_keys(tree)
+    if missing and twin.is_file():
+        try:
+            below = _read_tree(twin, path)
+        except UserError as e:
+            raise UserError(f"{e}, and {path} lacks {', '.join(missing[:3])}: add them to {path}") from None
+        tree = merge(below, tree, POLYMORPHIC)
     try:
         return build_config([tree])
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}; correct it, or copy {twin} over it") from None
+
+
+def missing_keys(tree: dict) -> list[str]:
+    """The dotted keys of a full config (the defaults of the kinds `tree` names) that the TOML tree `tree` lacks;
+    keys that moved (representations.MOVED_KEYS) count at their new place."""
+    kinds = {}
+    for section in POLYMORPHIC:
+        kind = tree.get(section, {}).get("kind") if isinstance(tree.get(section), dict) else None
+        kinds[section] = kind if isinstance(kind, str) else DEFAULT_KINDS[section]
+    full = to_dict(RunConfig(representation=representation_config(kinds["representation"]),
+                             distillation=distillation_config(kinds["distillation"])))
+    return _missing(full, _upgraded(tree), "")
+
+
+def _missing(full: dict, tree: dict, prefix: str) -> list[str]:
+    out = []
+    for key, value in full.items():
+        if key not in tree:
+            out.append(prefix + key)
+        elif isinstance(value, dict) and isinstance(tree[key], dict):  # a Ramp written as a number is given
+            out += _missing(value, tree[key], f"{prefix}{key}.")
+    return out
 
 
 def _upgraded(tree: dict) -> dict:
@@ -162,10 +195,11 @@ def restore_generators(run_dir: Path, seed: int, device: torch.device) -> torch.
 
 
 def reopen(run_dir: Path, cfg: RunConfig, done: int) -> None:
-    """Ready `run_dir` to be trained further from step `done`: config.toml rewritten if `cfg` changed its steps,
-    log.jsonl cut back to the checkpoint's step."""
-    if cfg.steps != read_run_config(run_dir / "config.toml", run_dir / "checkpoint" / "config.toml").steps:
-        atomic_write_text(run_dir / "config.toml", config_to_toml(cfg))
+    """Ready `run_dir` to be trained further from step `done`: config.toml rewritten if it does not say `cfg` (new
+    steps, keys it lacked filled in by read_run_config), log.jsonl cut back to the checkpoint's step."""
+    path = run_dir / "config.toml"
+    if tomllib.loads(path.read_text()) != to_dict(cfg):
+        atomic_write_text(path, config_to_toml(cfg))
     keep_log_until(run_dir / "log.jsonl", done)
 
 
