@@ -15,6 +15,8 @@ from .errors import ConfigError, UserError
 from .rundir import write_json
 
 JOB_KEYS = ("prompt", "steps", "seed", "representation", "distillation", "model", "preset", "config", "set")
+JOB_TYPES = {"steps": int, "seed": int, "set": list}
+"""The type of each [[job]] key's value that is not a string (a kind, a model, a preset, a file are names)."""
 
 
 def read_jobs(path: Path) -> list[dict]:
@@ -41,9 +43,17 @@ def _toml_jobs(text: str, path: Path) -> list[dict]:
     if set(data) - {"job"} or not isinstance(jobs, list) or not jobs:
         raise ConfigError(f"batch file {path} must contain [[job]] tables (each with a prompt) and nothing else")
     for i, job in enumerate(jobs, 1):
+        if not isinstance(job, dict):
+            raise ConfigError(f"job {i} in {path} is not a table; write each job as a [[job]] table with a prompt")
         unknown = sorted(set(job) - set(JOB_KEYS))
         if unknown:
             raise ConfigError(f"job {i} in {path}: unknown key {unknown[0]!r}; valid: {', '.join(JOB_KEYS)}")
+        for key, value in job.items():
+            kind = JOB_TYPES.get(key, str)
+            if not isinstance(value, kind) or isinstance(value, bool) or (
+                    key == "set" and not all(isinstance(item, str) for item in value)):
+                what = {int: "a whole number", list: 'a list of "key=value" strings', str: "a string"}[kind]
+                raise ConfigError(f"job {i} in {path}: {key} must be {what}, got {value!r}"[:300])
         if "config" in job:
             job["config"] = (path.parent / job["config"]).resolve()
     return jobs

@@ -6,6 +6,7 @@ Layers, later wins: dataclass defaults < preset (assets/presets/NAME.toml) < --c
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -68,6 +69,10 @@ class GuidanceConfig:
     """'auto' (CUDA if present, else CPU) or a torch device: 'cpu', 'cuda', 'cuda:1'."""
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     """Weights' dtype; 'auto' = fp32 on CPU, fp16 on CUDA."""
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
+            raise ValueError(f"device {self.device!r} is not one of auto, cpu, cuda, cuda:N, mps")
 
 
 @dataclass
@@ -279,7 +284,10 @@ def _with_moved_keys(layer: dict, below: dict | None = None) -> dict:
     if not isinstance(section, dict):
         return layer
     below_kind = (below or {}).get("representation", {}).get("kind", DEFAULT_KINDS["representation"])
-    return {**layer, "representation": representations.upgrade_keys(section.get("kind", below_kind), section)}
+    kind = section.get("kind", below_kind)
+    if not isinstance(kind, str):
+        return layer  # from_dict names the bad kind
+    return {**layer, "representation": representations.upgrade_keys(kind, section)}
 
 
 def field_reference(cls: type = RunConfig, prefix: str = "", inst: Any = None) -> list[tuple[str, str, str]]:

@@ -7,6 +7,7 @@ from distillation.guidance import resolve_dtype
 
 from . import paths
 from .config import GuidanceConfig
+from .errors import UserError
 from .vocabulary import Vocabulary, prompt_token_warning
 
 RANDOM_MODEL = "tiny-random"
@@ -17,7 +18,16 @@ def resolve_device(name: str) -> torch.device:
     """'auto' -> CUDA if available, else CPU."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"guidance.device {name}: this machine has no CUDA GPU (or torch is a CPU build); "
+                        "use guidance.device=auto or cpu")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise UserError(f"guidance.device {name}: this machine has {torch.cuda.device_count()} CUDA device(s); "
+                        "pick one of them or auto")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"guidance.device {name}: MPS is not available here; use guidance.device=auto or cpu")
+    return device
 
 
 def load_guidance(cfg: GuidanceConfig):

@@ -97,6 +97,8 @@ def _convert(hint: Any, value: Any, path: str, resolver: Resolver | None) -> Any
         names = {f.name for f in dataclasses.fields(hint)}
         if "kind" in names and resolver is not None:
             kind = value.get("kind") or hint().kind
+            if not isinstance(kind, str):
+                raise ConfigError(f"{path}.kind must be a name, got {kind!r}")
             cls = resolver(path, kind)
         return from_dict(cls, value, resolver, path)
     if origin is tuple:
