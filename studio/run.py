@@ -45,6 +45,7 @@ from .prompts import PromptBank
 from .resume import check_resumable, keep_log_until, reopen, restore_generators, restore_training
 from .rundir import atomic_write_text, check_out_dir, create_run_dir, run_lock, write_json, write_status
 from .sampling import sample_cameras
+from .threads import ThreadPolicy
 
 
 def run(cfg: RunConfig, out: Path | str = "out") -> Iterator[Event]:
@@ -136,6 +137,7 @@ def _train(cfg: RunConfig, run_dir: Path, scene: Representation, loss_fn: Distil
     rollbacks: list[Rollback] = []
     t_start = time.perf_counter()
     log = None
+    threads = ThreadPolicy()  # fewer threads while other processes hold cores (studio/threads.py)
     try:
         yield Started(run_dir, cfg.steps, note)
         log = open(run_dir / "log.jsonl", "a")
@@ -162,6 +164,7 @@ def _train(cfg: RunConfig, run_dir: Path, scene: Representation, loss_fn: Distil
                 break
             done = step + 1
             speed.tick()
+            threads.tick()
             last = step + 1 == cfg.steps
             if step % cfg.log.log_every == 0 or last:
                 log.write(json.dumps({"step": step + 1, **finite_logs(logs)}, allow_nan=False) + "\n")
@@ -190,6 +193,7 @@ def _train(cfg: RunConfig, run_dir: Path, scene: Representation, loss_fn: Distil
             "model": note,
             **({"resumed_from_step": start} if start else {}),
             **({"rollbacks": [dataclasses.asdict(r) for r in rollbacks]} if rollbacks else {}),
+            **({"thread_changes": threads.changes} if threads.changes else {}),
             **mesh_metrics,
         }
         write_json(run_dir / "metrics.json", metrics)
@@ -210,6 +214,7 @@ def _train(cfg: RunConfig, run_dir: Path, scene: Representation, loss_fn: Distil
         write_status(run_dir, "failed", prompt=cfg.prompt, error=f"{type(e).__name__}: {e}", checkpoint_step=saved)
         raise
     finally:
+        threads.restore()
         if log is not None:
             log.close()
         del t

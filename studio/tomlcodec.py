@@ -40,7 +40,7 @@ def from_dict(cls: type, data: dict, resolver: Resolver | None = None, path: str
     unknown = [k for k in data if k not in names]
     if unknown:
         where = f"[{path}]" if path else "the top level"
-        raise ConfigError(f"unknown key {_join(path, unknown[0])!r} in {where}; valid keys: {', '.join(names)}")
+        raise ConfigError(f"unknown key {shown(_join(path, unknown[0]))} in {where}; valid keys: {', '.join(names)}")
     kwargs = {}
     for f in dataclasses.fields(cls):
         if f.name in data:
@@ -82,29 +82,29 @@ def _convert(hint: Any, value: Any, path: str, resolver: Resolver | None) -> Any
                 return _convert(a, value, path, resolver)
             except ConfigError as e:
                 errors.append(str(e))
-        raise ConfigError(errors[0] if errors else f"{path}: invalid value {value!r}")
+        raise ConfigError(errors[0] if errors else f"{path}: invalid value {shown(value)}")
     if origin is typing.Literal:
         choices = typing.get_args(hint)
         if value not in choices or isinstance(value, bool) != any(isinstance(c, bool) for c in choices):
-            raise ConfigError(f"{path} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+            raise ConfigError(f"{path} must be one of {', '.join(map(repr, choices))}, got {shown(value)}")
         return value
     if dataclasses.is_dataclass(hint):
         if hasattr(hint, "const") and isinstance(value, (int, float)) and not isinstance(value, bool):
             return hint.const(float(value))  # a Ramp written as a plain number
         if not isinstance(value, dict):
-            raise ConfigError(f"{path} must be a table, got {value!r}")
+            raise ConfigError(f"{path} must be a table, got {shown(value)}")
         cls = hint
         names = {f.name for f in dataclasses.fields(hint)}
         if "kind" in names and resolver is not None:
             kind = value.get("kind") or hint().kind
             if not isinstance(kind, str):
-                raise ConfigError(f"{path}.kind must be a name, got {kind!r}")
+                raise ConfigError(f"{path}.kind must be a name, got {shown(kind)}")
             cls = resolver(path, kind)
         return from_dict(cls, value, resolver, path)
     if origin is tuple:
         args = typing.get_args(hint)
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{path} must be a list, got {value!r}")
+            raise ConfigError(f"{path} must be a list, got {shown(value)}")
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_convert(args[0], v, path, resolver) for v in value)
         if len(value) != len(args):
@@ -113,25 +113,25 @@ def _convert(hint: Any, value: Any, path: str, resolver: Resolver | None) -> Any
     if origin is list:
         (arg,) = typing.get_args(hint)
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{path} must be a list, got {value!r}")
+            raise ConfigError(f"{path} must be a list, got {shown(value)}")
         return [_convert(arg, v, path, resolver) for v in value]
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{path} must be a number, got {value!r}")
+            raise ConfigError(f"{path} must be a number, got {shown(value)}")
         if not math.isfinite(value):  # TOML has nan and inf; no field means them
-            raise ConfigError(f"{path} must be a finite number, got {value!r}")
+            raise ConfigError(f"{path} must be a finite number, got {shown(value)}")
         return float(value)
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{path} must be an integer, got {value!r}")
+            raise ConfigError(f"{path} must be an integer, got {shown(value)}")
         return value
     if hint is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{path} must be true or false, got {value!r}")
+            raise ConfigError(f"{path} must be true or false, got {shown(value)}")
         return value
     if hint is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{path} must be a string, got {value!r}")
+            raise ConfigError(f"{path} must be a string, got {shown(value)}")
         return value
     if hint is Any:
         return value
@@ -149,11 +149,11 @@ def parse_literal(text: str) -> Any:
 def parse_assignment(item: str) -> tuple[list[str], Any]:
     """'a.b=value' -> (['a', 'b'], parsed value). ConfigError if malformed."""
     if "=" not in item:
-        raise ConfigError(f"--set expects key=value (e.g. steps=300), got {item!r}")
+        raise ConfigError(f"--set expects key=value (e.g. steps=300), got {shown(item)}")
     key, _, raw = item.partition("=")
     key = key.strip()
     if not key or any(not p for p in key.split(".")):
-        raise ConfigError(f"--set expects key=value (e.g. representation.lr=0.01), got {item!r}")
+        raise ConfigError(f"--set expects key=value (e.g. representation.lr=0.01), got {shown(item)}")
     return key.split("."), parse_literal(raw.strip())
 
 
@@ -163,7 +163,7 @@ def set_path(tree: dict, keys: list[str], value: Any) -> None:
     for k in keys[:-1]:
         nxt = node.setdefault(k, {})
         if not isinstance(nxt, dict):
-            raise ConfigError(f"{'.'.join(keys)}: {k!r} is a value, not a table")
+            raise ConfigError(f"{'.'.join(keys)}: {shown(k)} is a value, not a table")
         node = nxt
     node[keys[-1]] = value
 
@@ -181,3 +181,9 @@ def merge(base: dict, layer: dict, polymorphic: tuple[str, ...] = ()) -> dict:
         else:
             out[k] = v
     return out
+
+
+def shown(value: Any, limit: int = 60) -> str:
+    """repr(value) for an error message, cut to `limit` characters (a pasted blob must not make it a page)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -41,7 +41,7 @@ LAUNCHERS = {("studio.cli", "ui.server")}
 
 STUDIO_LAYERS = [
     {"errors", "paths", "tomlcodec", "limits", "events", "rundir", "media", "vocabulary", "guard"},
-    {"sampling", "config", "memory", "models", "checkpoint", "export", "splat"},
+    {"sampling", "config", "memory", "models", "checkpoint", "export", "splat", "threads"},
     {"prompts", "previews", "assets", "resume", "reexport"},
     {"run"},
     {"progress", "jobs", "batch"},
