@@ -1,7 +1,8 @@
 """A run's speed when other processes hold the CPU: the main job's training (embedded model, NeRF + SDS, 64 px)
 alone, then beside BUSY busy-loop processes with torch's default two threads fixed (the studio before
 studio/threads.py) and with the thread policy (the default now). Side by side in one run, each variant in its own
-process for the same wall time; steps/s counted after a warm-up. Writes benchmarks/results/contention.json.
+process for the same wall time; steps/s counted after a warm-up. Writes benchmarks/results/contention.json and
+the table in docs/reliability.md and docs/benchmarks.md.
 
     .venv/bin/python benchmarks/bench_contention.py [--seconds 40] [--busy 2]
 """
@@ -87,6 +88,25 @@ def main() -> None:
     out = ROOT / "benchmarks" / "results" / "contention.json"
     out.write_text(json.dumps(record, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
+    from measure import report
+
+    md = table(record)
+    for doc in ("reliability.md", "benchmarks.md"):
+        report.splice(ROOT / "docs" / doc, "bench-contention", md)
+
+
+def table(record: dict) -> str:
+    """The results as a markdown table, with the machine, date and load."""
+    lines = ["| variant | busy processes | load (1 min) at start | torch threads | steps/s | share of idle |",
+             "|---|---|---|---|---|---|"]
+    idle = record["results"][0]["steps_per_s"]
+    for r in record["results"]:
+        threads = "/".join(map(str, r["threads_seen"]))
+        lines.append(f"| {r['name']} | {r['busy_processes']} | {r['load_1min_at_start']} | {threads} | {r['steps_per_s']:.2f} | "
+                     f"{r['steps_per_s'] / idle:.2f} |")
+    return "\n".join(lines) + (f"\n\nMain job's training (embedded model, NeRF + SDS, 64 px), {record['seconds']:.0f} s "
+                               f"per variant, {record['warmup']:.0f} s warm-up not counted; {record['machine']}, "
+                               f"{record['date']}; `benchmarks/bench_contention.py`.")
 
 
 if __name__ == "__main__":

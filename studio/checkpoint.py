@@ -3,6 +3,8 @@ run draw the same numbers as an uninterrupted one."""
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 from pathlib import Path
 
@@ -32,10 +34,10 @@ def save_checkpoint(folder: Path, representation, distill, step: int, config_tom
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_file(_cpu(representation.state_tensors()), str(tmp / "scene.safetensors"))
-    save_file(_cpu(distill.state_tensors()) or {"_empty": torch.zeros(1)}, str(tmp / "distillation.safetensors"))
+    _save(_cpu(representation.state_tensors()), tmp / "scene.safetensors")
+    _save(_cpu(distill.state_tensors()) or {"_empty": torch.zeros(1)}, tmp / "distillation.safetensors")
     if rng:
-        save_file(_cpu(rng), str(tmp / "rng.safetensors"))
+        _save(_cpu(rng), tmp / "rng.safetensors")
     atomic_write_text(tmp / "config.toml", config_toml)
     atomic_write_text(tmp / "meta.json", json.dumps({"step": step}) + "\n")
     old = folder.with_name(folder.name + ".old")
@@ -44,6 +46,21 @@ def save_checkpoint(folder: Path, representation, distill, step: int, config_tom
         folder.rename(old)
     tmp.rename(folder)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _save(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """safetensors' save_file, its write errors as the OSError they are (safetensors wraps them in its own type:
+    a full disk was a traceback, not the studio's one-line 'no room' error)."""
+    from safetensors import SafetensorError
+
+    try:
+        save_file(tensors, str(path))
+    except SafetensorError as e:
+        found = re.search(r"os error (\d+)", str(e))
+        if found is None:
+            raise
+        code = int(found.group(1))
+        raise OSError(code, os.strerror(code), str(path)) from None
 
 
 def _sibling(folder: Path, suffix: str) -> Path:

@@ -6,12 +6,15 @@ Exit codes: 0 success, 1 a run failed, 2 bad input (one line on stderr, nothing 
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from pathlib import Path
 
 from .errors import RunFailed, UserError, is_user_error
 
 DEFAULT_OUT = "out"
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+"""Write errors that mean "no room": one line and exit 1 (the run stays resumable from its last checkpoint)."""
 
 
 def add_job_flags(p: argparse.ArgumentParser) -> None:
@@ -137,6 +140,12 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except RunFailed as e:  # e.g. training diverged: the folder says failed
         print(f"error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        if e.errno not in DISK_FULL:
+            raise
+        print(f"error: {e.strerror} while writing {e.filename or 'a file'}; free some space (or raise the quota), "
+              "then continue with studio resume RUN_DIR", file=sys.stderr)
         return 1
     except Exception as e:  # user errors become one line; bugs keep their traceback
         if is_user_error(e):

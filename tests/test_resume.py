@@ -536,3 +536,29 @@ def test_a_key_deleted_from_the_checkpoints_config_is_taken_from_the_runs_on_exp
     edit_toml(run_dir / "checkpoint" / "config.toml", "steps", "export.mesh_resolution")
     cfg, _ = load_scene(run_dir)
     assert (cfg.steps, cfg.export.mesh_resolution) == (3, 32) and ExportConfig().mesh_resolution != 32
+
+
+def test_a_full_disk_fails_with_one_line_and_no_finished_asset(tmp_path):
+    """The disk fills at the first checkpoint (here: a file size limit, RLIMIT_FSIZE, which fails writes like a
+    full disk): one line naming the file and the fix, exit 1, the folder says failed, no asset. (safetensors wraps
+    the write error in its own type: it was a traceback.)"""
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    def small_files():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead of a kill
+        resource.setrlimit(resource.RLIMIT_FSIZE, (600_000, 600_000))
+
+    args = [sys.executable, "-m", "studio.cli", "generate", "a red cube", "--steps", "4", "--out", str(tmp_path),
+            *[a for item in FAST for a in ("--set", item)], "--set", "log.checkpoint_every=2",
+            "--set", "representation.grid.log2_table=12"]
+    full = subprocess.run(args, capture_output=True, text=True, preexec_fn=small_files,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    err = full.stderr.strip().splitlines()
+    assert full.returncode == 1 and err[-1].startswith("error: File too large while writing "), full.stderr
+    assert "Traceback" not in full.stderr
+    (run_dir,) = tmp_path.iterdir()
+    assert "checkpoint.tmp/scene.safetensors; free some space" in err[-1]
+    assert status(run_dir)["status"] == "failed" and not list(run_dir.glob("asset*"))

@@ -54,6 +54,17 @@ def test_events_fold_into_the_view(tmp_path):
     assert v.assets == {"glb": str(tmp_path / "asset.glb")} and "width:100.0%" in view.progress_html(v)
 
 
+def test_a_rollback_shows_in_the_log_and_the_curve_goes_on_from_the_checkpoint(tmp_path):
+    from studio.events import RolledBack
+
+    v = view.JobView("id", "a red cube", status="running")
+    for step in range(1, 7):
+        view.apply_event(v, Progress(step, 10, float(step), 2.0, 1.0))
+    view.apply_event(v, RolledBack(6, 4, "loss is nan", 0.5))
+    assert [s for s, _ in v.losses] == [1, 2, 3, 4]
+    assert "step 6: loss is nan; back to step 4 with learning rates x0.5" in view.log_text(v)
+
+
 def test_statuses_read_plainly():
     v = view.JobView("id", "p", status="queued", queue_position=2)
     assert "position 2" in view.status_text(v) and "queue position 2" in view.progress_html(v)

@@ -97,6 +97,9 @@ def apply_event(view: JobView, ev, log_every: int = 10) -> JobView:
         if ev.step % max(1, log_every) == 0 or ev.step == ev.total_steps or ev.step == 1:
             add_log(view, f"step {ev.step}/{ev.total_steps} loss {ev.loss:.4f} {ev.steps_per_second:.2f} it/s "
                           f"eta {format_eta(ev.eta_seconds)}")
+    elif isinstance(ev, events.RolledBack):
+        view.losses = [(s, loss) for s, loss in view.losses if s <= ev.to_step]  # the curve goes on from there
+        add_log(view, f"step {ev.at_step}: {ev.reason}; back to step {ev.to_step} with learning rates x{ev.lr_scale:g}")
     elif isinstance(ev, Preview):
         if ev.path is not None:
             view.preview_path, view.preview_step = str(ev.path), ev.step
