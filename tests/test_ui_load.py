@@ -4,7 +4,8 @@ turntable). Each client submits, polls /status and sees its place in the queue w
 while queued, some stop their run once it trains, the rest download their GLB and read it back. Two waves of
 the same 10 clients: nobody gets an error, the server logs no traceback, and the server's resident memory after
 the second wave is within a bound of what it was after the first (the first wave loads the model and warms up
-torch and Gradio), with no more threads or open files."""
+torch and Gradio), with no more threads or open files. The JobManager itself forgets the oldest ended jobs, so
+the memory of a server that has run thousands of jobs stays flat too."""
 import os
 import threading
 import time
@@ -180,3 +181,27 @@ def two_waves(clients, downloads: Path, out: Path, proc, log_path: Path, began: 
     statuses = sorted(read_status(p)["status"] for p in out.iterdir() if p.is_dir())
     assert statuses == sorted(["finished" if r == "download" else "cancelled" for r in ROLES] * 2), statuses
 
+
+def test_the_manager_forgets_the_oldest_ended_jobs(tmp_path):
+    """A long-lived server's memory stays flat: a JobManager remembers the last `keep_ended` ended jobs (each view
+    holds its loss curve and log), not every job since it started; the forgotten runs' folders stay."""
+    from studio.config import build_config
+    from ui.jobs import JobManager
+
+    cfg = build_config([{"prompt": "a red cube", "steps": 1}], ["guidance.model=tiny-random", "camera.resolution=32"])
+    jobs = JobManager(tmp_path / "out", keep_ended=3)
+    ids = [jobs.submit(cfg) for _ in range(6)]
+    for job in ids:  # one of the first two may have started: it stops after its first event
+        assert jobs.cancel(job)
+    ended = [v for job in ids if (v := jobs.wait(job, timeout=120)) is not None]  # None: ended and forgotten
+    assert all(v.status == "cancelled" for v in ended), [v.status for v in ended]
+    remembered = [job for job in ids if jobs.view(job) is not None]
+    assert len(remembered) == 3 and all(jobs.view(job).ended for job in remembered), remembered
+    assert ids[-1] in remembered  # cancelled last, while queued
+    assert all(jobs.wait(job) is None for job in ids if job not in remembered)
+    runs = [p for p in (tmp_path / "out").iterdir() if p.is_dir()]
+    assert sorted(read_status(p)["status"] for p in runs) == ["cancelled"] * 6  # History still lists all six
+    new = jobs.submit(cfg)
+    assert jobs.cancel(new) and jobs.wait(new, timeout=120).status == "cancelled"
+    assert len([job for job in [*ids, new] if jobs.view(job) is not None]) == 3
+    jobs.close()

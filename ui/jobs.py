@@ -2,7 +2,8 @@
 
 Each job is a `JobView` the worker updates under a lock; the page reads copies by job id (only the
 session that submitted a job knows its id). Stop sets a flag the worker checks after every event, i.e.
-after every step: it closes the run generator (status.json says 'cancelled') and frees the scene.
+after every step: it closes the run generator (status.json says 'cancelled') and frees the scene. The manager
+remembers the last KEEP_ENDED ended jobs and forgets older ones, so a long-lived server's memory stays flat.
 """
 from __future__ import annotations
 
@@ -11,10 +12,16 @@ import gc
 import threading
 import traceback
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .view import JobView, add_log, apply_event
+
+KEEP_ENDED = 100
+"""Ended jobs a JobManager remembers (for /status, the page and Resume); older ones are forgotten, the oldest-ended
+first, while their run folders stay (History lists them). A job's view holds its loss curve and log, ~120 KB for
+800 steps: remembering every job grew a shared server by that much per run, for ever."""
 
 
 @dataclass
@@ -50,12 +57,16 @@ def device_key(cfg) -> str:
 class JobManager:
     """Queues and workers; all public methods are thread-safe."""
 
-    def __init__(self, out: Path | str) -> None:
+    def __init__(self, out: Path | str, keep_ended: int = KEEP_ENDED) -> None:
         self.out = Path(out)
+        self.keep_ended = keep_ended
+        """How many ended jobs to remember (see KEEP_ENDED)."""
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._jobs: dict[str, Job] = {}
         self._waiting: dict[str, list[str]] = {}
+        self._ended: deque[str] = deque()
+        """Ids of the remembered ended jobs, the oldest-ended first."""
         self._workers: dict[str, threading.Thread] = {}
         self._closed = False
 
@@ -93,6 +104,7 @@ class JobManager:
                 add_log(job.view, "cancelled before it started")
                 if job.resume_dir is None:
                     job.view.run_dir = str(self._record_unstarted(job))
+                self._has_ended(job_id)
             else:
                 job.view.status = "stopping"
                 job.view.version += 1
@@ -136,17 +148,21 @@ class JobManager:
             return [copy.deepcopy(j.view) for j in self._jobs.values() if batch and j.batch == batch]
 
     def wait(self, job_id: str, timeout: float | None = None) -> JobView | None:
-        """Block until the job has ended (for tests and scripts); returns its final view."""
+        """Block until the job has ended (for tests and scripts); returns its final view (None for an unknown or
+        forgotten id)."""
         import time
 
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
-            while not self._jobs[job_id].view.ended:
+            job = self._jobs.get(job_id)  # held: the job may be forgotten by the time this wakes
+            if job is None:
+                return None
+            while not job.view.ended:
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     break
                 self._wake.wait(left)
-            return copy.deepcopy(self._jobs[job_id].view)
+            return copy.deepcopy(job.view)
 
     def close(self, timeout: float = 30.0) -> None:
         """Stop every job and wait (up to `timeout` s) for the workers, so running runs record 'cancelled'."""
@@ -175,6 +191,12 @@ class JobManager:
         write_status(run_dir, "cancelled", prompt=job.cfg.prompt, checkpoint_step=0,
                      note="cancelled while it waited in the queue")
         return run_dir
+
+    def _has_ended(self, job_id: str) -> None:
+        """Remember that a job ended (under the lock); forget the oldest-ended jobs past `keep_ended`."""
+        self._ended.append(job_id)
+        while len(self._ended) > self.keep_ended:
+            self._jobs.pop(self._ended.popleft(), None)
 
     def _renumber(self, device: str) -> None:
         for pos, job_id in enumerate(self._waiting.get(device, []), 1):
@@ -235,6 +257,7 @@ class JobManager:
                     add_log(job.view, f"cancelled at step {job.view.step}")
                 job.view.checkpoint_step = checkpoint
                 job.view.version += 1
+                self._has_ended(job.view.job_id)
                 self._wake.notify_all()
 
 
