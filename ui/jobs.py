@@ -222,7 +222,7 @@ class JobManager:
             self._execute(job)
 
     def _execute(self, job: Job) -> None:
-        from studio.errors import is_user_error
+        from studio.errors import RunFailed, is_user_error
         from studio.events import Started
         from studio.run import resume, run
 
@@ -241,9 +241,10 @@ class JobManager:
         except Exception as e:  # noqa: BLE001 - shown in the page; the worker lives on
             with self._lock:
                 job.view.status = "failed"
-                job.view.error = str(e) if is_user_error(e) else f"{type(e).__name__}: {e}"
+                stated = is_user_error(e) or isinstance(e, RunFailed)  # a reason in one line, not a bug
+                job.view.error = str(e) if stated else f"{type(e).__name__}: {e}"
                 add_log(job.view, "failed: " + job.view.error)
-                if not is_user_error(e):
+                if not stated:
                     add_log(job.view, traceback.format_exc(limit=3).strip().splitlines()[-1])
         finally:
             if events is not None:
