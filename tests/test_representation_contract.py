@@ -240,9 +240,15 @@ def test_an_old_config_toml_with_flat_keys_still_loads(kind):
 
     cfg = build_config([{"prompt": "x", "representation": {"kind": kind}}])
     old_table, expected = {"kind": kind}, {}
+    from studio.limits import limits_of
+
     for i, (old_key, new_key) in enumerate(representations.MOVED_KEYS[kind].items()):
         section, leaf = new_key.split(".")
-        value = getattr(getattr(cfg.representation, section), leaf) + (i + 1)  # a value unlike the default
+        owner = getattr(cfg.representation, section)
+        default, (lo, hi) = getattr(owner, leaf), limits_of(type(owner))[leaf]
+        step = 1 if isinstance(default, int) else 0.001 * (i + 1)
+        value = default + step if default + step <= hi else default - step  # unlike the default, in its range
+        assert lo <= value <= hi, new_key
         old_table[old_key] = expected[new_key] = value
     old_file = {**tomllib.loads(config_to_toml(cfg)), "representation": old_table}
     loaded = config_from_toml(tomli_w.dumps(old_file)).representation
