@@ -18,7 +18,7 @@ import os
 import resource
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -33,7 +33,7 @@ from representations.cameras import Cameras
 from representations.shading import Shading, light_near_camera
 
 from .assets import export_assets_atomically
-from .checkpoint import complete_checkpoint, load_meta, recover_checkpoint, rng_state, save_checkpoint
+from .checkpoint import load_meta, recover_checkpoint, rng_state, save_checkpoint
 from .config import RunConfig, ShadingConfig, config_to_toml
 from .errors import UserError
 from .events import Event, Finished, Progress, RolledBack, SpeedMeter, Started
@@ -122,107 +122,111 @@ def build_training(cfg: RunConfig, guidance: Guidance) -> tuple[Representation, 
 
 def _train(cfg: RunConfig, run_dir: Path, scene: Representation, loss_fn: Distillation, prompts: PromptBank,
            gen: torch.Generator, note: str, start: int) -> Iterator[Event]:
-    """Steps `start`..cfg.steps-1, then the final preview, checkpoint, assets (an Exporting event per stage) and
-    metrics; the status on the way.
+    """Steps `start`..cfg.steps-1 (`_steps`), then the final preview, checkpoint, assets (an Exporting event per
+    stage) and metrics (`_finish`); the status on the way.
 
-    Closing the generator writes a checkpoint of the last completed step (if newer than the one on disk), so a
-    stopped run can be resumed; assets are written into a temporary folder and moved in only when all are done,
-    so a finished run being trained further keeps its old assets until the new ones are complete. A non-finite
-    loss or scene goes back to the last good checkpoint with lower learning rates (studio/guard.py)."""
-    t = Training(cfg, scene, loss_fn, gen)
+    Closing the generator writes a checkpoint of the last completed step (if newer than the one on disk and
+    finite), so a stopped run can be resumed; assets are written into a temporary folder and moved in only when all
+    are done, so a finished run being trained further keeps its old assets until the new ones are complete."""
+    t = Training(cfg, scene, loss_fn, gen, run_dir, done=start, saved=start)
     del scene, loss_fn, gen
-    device = t.loss_fn.guidance.device
-    ckpt = run_dir / "checkpoint"
-    done = saved = start
-    rollbacks: list[Rollback] = []
-    t_start = time.perf_counter()
-    log = None
     threads = ThreadPolicy()  # fewer threads while other processes hold cores (studio/threads.py)
+    t_start = time.perf_counter()
     try:
         yield Started(run_dir, cfg.steps, note)
-        log = open(run_dir / "log.jsonl", "a")
-        speed = SpeedMeter()
-        step = start
-        while True:
-            if step < cfg.steps:
-                logs = train_step(t.cfg, t.scene, t.loss_fn, prompts, t.gen, step, device)
-                problem = nonfinite_logs(logs)
-                checkpoint_due = bool(cfg.log.checkpoint_every) and (step + 1) % cfg.log.checkpoint_every == 0
-                if problem is None and checkpoint_due and step + 1 < cfg.steps:
-                    problem = scene_problem(t.scene, t.loss_fn)
-            else:  # trained: nothing non-finite may reach the final checkpoint and the assets
-                problem = scene_problem(t.scene, t.loss_fn) if saved != cfg.steps else None
-            if problem is not None:
-                log.close()
-                rollback = _roll_back(t, run_dir, step + (step < cfg.steps), problem, rollbacks)
-                rollbacks.append(rollback)
-                log = open(run_dir / "log.jsonl", "a")
-                step = done = saved = rollback.to_step
-                yield RolledBack(rollback.at_step, rollback.to_step, rollback.reason, rollback.lr_scale)
-                continue
-            if step >= cfg.steps:
-                break
-            done = step + 1
-            speed.tick()
-            threads.tick()
-            last = step + 1 == cfg.steps
-            if step % cfg.log.log_every == 0 or last:
-                log.write(json.dumps({"step": step + 1, **finite_logs(logs)}, allow_nan=False) + "\n")
-                log.flush()
-            yield Progress(step + 1, cfg.steps, logs["loss"], speed.rate, speed.eta(cfg.steps - step - 1), logs)
-            if cfg.log.preview_every and (step + 1) % cfg.log.preview_every == 0 and not last:
-                yield make_preview(t.cfg, t.scene, step + 1, run_dir)
-            if checkpoint_due and not last:
-                save_checkpoint(ckpt, t.scene, t.loss_fn, step + 1, t.config_toml, rng_state(t.gen, device))
-                saved = step + 1
-            step += 1
-        log.close()
-        train_seconds = time.perf_counter() - t_start
-        yield make_preview(t.cfg, t.scene, cfg.steps, run_dir)
-        if saved != cfg.steps:
-            save_checkpoint(ckpt, t.scene, t.loss_fn, cfg.steps, t.config_toml, rng_state(t.gen, device))
-            saved = cfg.steps
-        assets, mesh_metrics = yield from export_assets_atomically(t.cfg, t.scene, run_dir)
-        metrics = {
-            "prompt": cfg.prompt,
-            "steps": cfg.steps,
-            "train_seconds": round(train_seconds, 3),
-            "total_seconds": round(time.perf_counter() - t_start, 3),
-            "steps_per_second": round((cfg.steps - start) / max(train_seconds, 1e-9), 3),
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-            "model": note,
-            **({"resumed_from_step": start} if start else {}),
-            **({"rollbacks": [dataclasses.asdict(r) for r in rollbacks]} if rollbacks else {}),
-            **({"thread_changes": threads.changes} if threads.changes else {}),
-            **mesh_metrics,
-        }
-        write_json(run_dir / "metrics.json", metrics)
-        write_status(run_dir, "finished", prompt=cfg.prompt, model_note=note)
-        yield Finished(run_dir, assets, metrics)
+        yield from _steps(t, prompts, start, threads)
+        yield from _finish(t, note, start, time.perf_counter() - t_start, t_start, threads)
     except GeneratorExit:
         try:  # closed between steps: a finite state is consistent, keep it for `studio resume`
-            if done > saved and scene_problem(t.scene, t.loss_fn) is None:
-                save_checkpoint(ckpt, t.scene, t.loss_fn, done, t.config_toml, rng_state(t.gen, device))
-                saved = done
+            if t.done > t.saved and scene_problem(t.scene, t.loss_fn) is None:
+                t.checkpoint(t.done)
         finally:
-            write_status(run_dir, "cancelled", prompt=cfg.prompt, model_note=note, checkpoint_step=saved)
+            write_status(run_dir, "cancelled", prompt=cfg.prompt, model_note=note, checkpoint_step=t.saved)
         raise
     except KeyboardInterrupt:  # a stop at once (in the export, or a second Ctrl-C): the last checkpoint stands
-        write_status(run_dir, "cancelled", prompt=cfg.prompt, model_note=note, checkpoint_step=saved)
+        write_status(run_dir, "cancelled", prompt=cfg.prompt, model_note=note, checkpoint_step=t.saved)
         raise
     except BaseException as e:  # noqa: BLE001 - recorded, then re-raised
-        write_status(run_dir, "failed", prompt=cfg.prompt, error=f"{type(e).__name__}: {e}", checkpoint_step=saved)
+        write_status(run_dir, "failed", prompt=cfg.prompt, error=f"{type(e).__name__}: {e}", checkpoint_step=t.saved)
         raise
     finally:
         threads.restore()
-        if log is not None:
-            log.close()
         del t
+
+
+def _steps(t: "Training", prompts: PromptBank, start: int, threads: ThreadPolicy) -> Iterator[Event]:
+    """The optimisation steps from `start`, each checked by the numerical guard (studio/guard.py): a non-finite
+    loss (or a non-finite scene where a checkpoint is due, and after the last step) rolls back to the last good
+    checkpoint with lower learning rates and training goes on from there."""
+    cfg, speed, step = t.cfg, SpeedMeter(), start
+    while True:
+        if step < cfg.steps:
+            logs = train_step(t.cfg, t.scene, t.loss_fn, prompts, t.gen, step, t.device)
+            problem = nonfinite_logs(logs) or (
+                scene_problem(t.scene, t.loss_fn) if _checkpoint_due(cfg, step) and step + 1 < cfg.steps else None)
+        else:  # trained: nothing non-finite may reach the final checkpoint and the assets
+            logs, problem = None, scene_problem(t.scene, t.loss_fn) if t.saved != cfg.steps else None
+            if problem is None:
+                return
+        if problem is not None:
+            rollback = _roll_back(t, step + (logs is not None), problem)
+            yield RolledBack(rollback.at_step, rollback.to_step, rollback.reason, rollback.lr_scale)
+            step = rollback.to_step
+            continue
+        t.done = step + 1
+        speed.tick()
+        threads.tick()
+        yield from _after_step(t, step, logs, speed)
+        step += 1
+
+
+def _after_step(t: "Training", step: int, logs: dict[str, float], speed: SpeedMeter) -> Iterator[Event]:
+    """A finished step's log.jsonl line (every log.log_every steps and the last), Progress, preview, checkpoint."""
+    cfg, last = t.cfg, step + 1 == t.cfg.steps
+    if step % cfg.log.log_every == 0 or last:
+        with open(t.run_dir / "log.jsonl", "a") as log:  # opened per line: a rollback rewrites the file
+            log.write(json.dumps({"step": step + 1, **finite_logs(logs)}, allow_nan=False) + "\n")
+    yield Progress(step + 1, cfg.steps, logs["loss"], speed.rate, speed.eta(cfg.steps - step - 1), logs)
+    if cfg.log.preview_every and (step + 1) % cfg.log.preview_every == 0 and not last:
+        yield make_preview(cfg, t.scene, step + 1, t.run_dir)
+    if _checkpoint_due(cfg, step) and not last:
+        t.checkpoint(step + 1)
+
+
+def _checkpoint_due(cfg: RunConfig, step: int) -> bool:
+    """Whether a periodic checkpoint follows 0-based step `step`."""
+    return bool(cfg.log.checkpoint_every) and (step + 1) % cfg.log.checkpoint_every == 0
+
+
+def _finish(t: "Training", note: str, start: int, train_seconds: float, t_start: float,
+            threads: ThreadPolicy) -> Iterator[Event]:
+    """After the last step: the final preview and checkpoint, the assets, metrics.json, status finished."""
+    cfg, run_dir = t.cfg, t.run_dir
+    yield make_preview(cfg, t.scene, cfg.steps, run_dir)
+    if t.saved != cfg.steps:
+        t.checkpoint(cfg.steps)
+    assets, mesh_metrics = yield from export_assets_atomically(cfg, t.scene, run_dir)
+    metrics = {
+        "prompt": cfg.prompt,
+        "steps": cfg.steps,
+        "train_seconds": round(train_seconds, 3),
+        "total_seconds": round(time.perf_counter() - t_start, 3),
+        "steps_per_second": round((cfg.steps - start) / max(train_seconds, 1e-9), 3),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "model": note,
+        **({"resumed_from_step": start} if start else {}),
+        **({"rollbacks": [dataclasses.asdict(r) for r in t.rollbacks]} if t.rollbacks else {}),
+        **({"thread_changes": threads.changes} if threads.changes else {}),
+        **mesh_metrics,
+    }
+    write_json(run_dir / "metrics.json", metrics)
+    write_status(run_dir, "finished", prompt=cfg.prompt, model_note=note)
+    yield Finished(run_dir, assets, metrics)
 
 
 @dataclass
 class Training:
-    """What the loop trains with; a rollback replaces all of it (a new config with lower learning rates)."""
+    """What the loop trains with and how far it got; a rollback replaces the config, scene, loss and generator."""
 
     cfg: RunConfig
     """The config training follows now (its learning rates lowered by each rollback)."""
@@ -232,31 +236,47 @@ class Training:
     """The distillation loss (with its own trainable state, if any)."""
     gen: torch.Generator
     """The camera generator."""
+    run_dir: Path
+    """The run's folder."""
+    done: int = 0
+    """Steps completed."""
+    saved: int = 0
+    """The step of the checkpoint on disk."""
+    rollbacks: list[Rollback] = field(default_factory=list)
+    """The guard's rollbacks so far."""
     config_toml: str = ""
     """`cfg` as TOML, saved with every checkpoint."""
 
     def __post_init__(self) -> None:
         self.config_toml = self.config_toml or config_to_toml(self.cfg)
 
+    @property
+    def device(self) -> torch.device:
+        return self.loss_fn.guidance.device
 
-def _roll_back(t: Training, run_dir: Path, at_step: int, reason: str,
-               earlier: list[Rollback]) -> Rollback:
+    def checkpoint(self, step: int) -> None:
+        """Save the state after `step` steps as the run's checkpoint."""
+        save_checkpoint(self.run_dir / "checkpoint", self.scene, self.loss_fn, step, self.config_toml,
+                        rng_state(self.gen, self.device))
+        self.saved = step
+
+
+def _roll_back(t: Training, at_step: int, reason: str) -> Rollback:
     """Put `t` back at the run's last good checkpoint (or its start) with every learning rate times
-    guard.lr_factor; RunFailed once guard.max_rollbacks are used up. config.toml gets the new rates and log.jsonl
-    loses the lines after the checkpoint's step."""
-    guard = t.cfg.guard
-    scale = (earlier[-1].lr_scale if earlier else 1.0) * guard.lr_factor
-    if len(earlier) >= guard.max_rollbacks:
-        raise give_up(reason, at_step, len(earlier), scale / guard.lr_factor)
+    guard.lr_factor, and record it; RunFailed once guard.max_rollbacks are used up. config.toml gets the new rates
+    and log.jsonl loses the lines after the checkpoint's step."""
+    guard, run_dir = t.cfg.guard, t.run_dir
+    scale = (t.rollbacks[-1].lr_scale if t.rollbacks else 1.0) * guard.lr_factor
+    if len(t.rollbacks) >= guard.max_rollbacks:
+        raise give_up(reason, at_step, len(t.rollbacks), scale / guard.lr_factor)
     cfg = dataclasses.replace(t.cfg, representation=scaled_learning_rates(t.cfg.representation, guard.lr_factor),
                               distillation=scaled_learning_rates(t.cfg.distillation, guard.lr_factor))
-    guidance, device = t.loss_fn.guidance, t.loss_fn.guidance.device
+    guidance, device = t.loss_fn.guidance, t.device
     del t.scene, t.loss_fn
-    ckpt = complete_checkpoint(run_dir / "checkpoint")
     torch.manual_seed(cfg.seed)
     t.scene, t.loss_fn = build_training(cfg, guidance)
-    if ckpt is not None and ckpt == run_dir / "checkpoint":
-        to_step = int(load_meta(ckpt)["step"])
+    if (run_dir / "checkpoint" / "meta.json").is_file():  # the loop's own checkpoints are whole
+        to_step = int(load_meta(run_dir / "checkpoint")["step"])
         restore_training(run_dir, t.scene, t.loss_fn, device)
         t.gen = restore_generators(run_dir, cfg.seed + to_step, device)
     else:  # no checkpoint yet: from the start, as `run` began
@@ -265,9 +285,11 @@ def _roll_back(t: Training, run_dir: Path, at_step: int, reason: str,
             init_scene(t.scene, Path(cfg.init_from), device)
         t.gen = torch.Generator().manual_seed(cfg.seed)
     t.cfg, t.config_toml = cfg, config_to_toml(cfg)
+    t.done = t.saved = to_step
     atomic_write_text(run_dir / "config.toml", t.config_toml)
     keep_log_until(run_dir / "log.jsonl", to_step)
-    return Rollback(at_step, to_step, reason, scale)
+    t.rollbacks.append(Rollback(at_step, to_step, reason, scale))
+    return t.rollbacks[-1]
 
 
 def init_scene(scene: Representation, source_dir: Path, device: torch.device) -> None:
