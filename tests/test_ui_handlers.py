@@ -60,6 +60,28 @@ def test_generate_and_batch_from_a_fresh_page_queue(tmp_path):
     jobs.close()
 
 
+def test_a_closed_page_session_is_forgotten_and_the_app_wires_it(tmp_path):
+    """Each page session has a small server-side record; Gradio deletes a closed tab's state (an hour later) and
+    calls the State's delete_callback: the record goes with it (it used to stay for the server's life)."""
+    import gradio as gr
+
+    from ui.app import build_app
+
+    jobs = JobManager(tmp_path)
+    h = Handlers(jobs, tmp_path)
+    sessions = [h.generate("", new_session(), *page_values(prompt="", steps=1))[0] for _ in range(3)]
+    assert len(h._follow) == 3
+    for session in sessions:
+        h.forget_session(session)
+    h.forget_session(None)  # a state Gradio never filled
+    assert h._follow == {}
+    demo = build_app(jobs, tmp_path)
+    states = [b for b in demo.blocks.values() if isinstance(b, gr.State)]
+    assert any(getattr(s, "delete_callback", None) is not None and s.delete_callback.__name__ == "forget_session"
+               for s in states)
+    jobs.close()
+
+
 # ---- limits ----------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("changes, words", [
     ({"steps": 1_000_000_000}, ["steps 1000000000", "limit of 3000", "--max-steps"]),

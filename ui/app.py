@@ -41,7 +41,7 @@ def build_app(manager: JobManager, out: Path | str, limits: ServerLimits | None 
     h = Handlers(manager, out, limits, users, base)
     choices = registry_choices()
     with gr.Blocks(title="Text-to-3D studio", analytics_enabled=False) as demo:
-        session = gr.State(new_session)
+        session = gr.State(new_session, delete_callback=h.forget_session)  # Gradio drops a closed tab's state
         gr.Markdown("# Text-to-3D studio\nType a prompt, press Generate, watch the asset form, download it.")
         with gr.Tabs() as tabs:
             with gr.Tab("Generate", id="generate"):

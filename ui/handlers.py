@@ -96,6 +96,13 @@ class Handlers:
             self.served.add(value, user)
         return value
 
+    def forget_session(self, session: dict | None) -> None:
+        """Drop the server-side record of a page session (Gradio calls this when it deletes the session's state,
+        an hour after its tab closed), so a long-running server does not keep one per page ever opened."""
+        if isinstance(session, dict):
+            with self._lock:
+                self._follow.pop(session.get("id"), None)
+
     def _session(self, session: dict | None) -> tuple[dict, _Follow]:
         session = dict(session or new_session())
         with self._lock:
