@@ -2,8 +2,8 @@
 turn a gradient into a loss."""
 from __future__ import annotations
 
-from typing import ClassVar
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from torch import Tensor, nn
 

@@ -19,8 +19,8 @@ Cost per step: ceil(t / inversion_stride) unconditional inversion passes (≤ 5)
 from __future__ import annotations
 
 import typing
-from typing import ClassVar
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from torch import Tensor

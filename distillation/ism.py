@@ -10,8 +10,8 @@ one CFG pass (2 evaluations) at x_t; with the defaults at most 5 + 1 + 2 = 8 UNe
 """
 from __future__ import annotations
 
-from typing import ClassVar
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from torch import Tensor

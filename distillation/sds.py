@@ -1,8 +1,8 @@
 """Score Distillation Sampling (DreamFusion): g = w(t)·(ε̂(x_t, t, y) − ε) on the latents of the renders."""
 from __future__ import annotations
 
-from typing import ClassVar
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from torch import Tensor

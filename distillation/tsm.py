@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import math
 import typing
-from typing import ClassVar
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor

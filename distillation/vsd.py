@@ -22,8 +22,8 @@ camera embedding carries the view either way).
 from __future__ import annotations
 
 import itertools
-from typing import ClassVar
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F

@@ -19,8 +19,8 @@ chosen from its renders) and fits the albedo field to its colours near that surf
 """
 from __future__ import annotations
 
-from typing import ClassVar
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import torch

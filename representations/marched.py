@@ -24,8 +24,8 @@ Gradients never flow into sample positions.
 from __future__ import annotations
 
 import math
-from typing import ClassVar
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor

@@ -9,8 +9,8 @@ torus's hole should be) instead of making the geometry that casts it. Measuremen
 """
 from __future__ import annotations
 
-from typing import ClassVar
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor

@@ -25,8 +25,8 @@ Regularisers (RenderOut.terms, already weighted): total variation of the raw den
 """
 from __future__ import annotations
 
-from typing import ClassVar
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F

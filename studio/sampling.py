@@ -5,8 +5,8 @@ distillation, so the diffusion model sees at train time what it is shown at dist
 """
 from __future__ import annotations
 
-from typing import ClassVar
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
