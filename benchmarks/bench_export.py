@@ -68,10 +68,17 @@ def main() -> None:
     asset = ExportMesh(place.apply(verts), faces, normals[vmap], colors[vmap], uvs, tex)
     sizes = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for fmt in ("glb", "obj", "ply"):
+        for fmt in ("glb", "obj", "ply", "stl", "3mf", "usdz"):  # stl / 3mf: the print solid at 50 mm, built by each
             paths = timed(f"write {fmt}", lambda: writer(fmt)(asset, Path(tmp) / f"asset.{fmt}"))
             sizes[fmt] = sum(p.stat().st_size for p in paths)
             rows[-1] = (rows[-1][0], rows[-1][1], f"{sizes[fmt] / 1e6:.2f} MB")
+    from studio.export.printability import printability
+    from studio.export.printable import print_solid
+
+    solid = timed("print solid 50 mm (weld, close, orient, manifold3d)", lambda: print_solid(asset, 50.0))
+    report = timed("printability report (1024 wall rays)", lambda: printability(solid))
+    rows[-1] = (rows[-1][0], rows[-1][1], f"manifold {report['manifold']}, watertight {report['watertight']}, "
+                f"min wall {report['min_wall_mm']} mm, overhang share {report['overhang_share']}")
     fid = timed("fidelity (16 views, 64 px)", lambda: fidelity(scene, verts, faces, uvs, tex, colors[vmap], 8, 64))
     rows[-1] = (rows[-1][0], rows[-1][1], f"IoU {fid['export_iou']}, colour error {fid['export_color_error']}")
 

@@ -13,7 +13,7 @@ from representations.base import Representation
 from . import media
 from .config import RunConfig
 from .events import Exporting
-from .export.pipeline import prepare_stages, write_formats_stages
+from .export.pipeline import prepare_stages, print_report, write_formats_stages
 from .export.stages import TURNTABLE, Stages, mesh_plan, numbered, write_stage
 from .previews import turntable_frames
 
@@ -56,10 +56,11 @@ def export_assets(cfg: RunConfig, scene: Representation, run_dir: Path) -> Stage
     check for metrics.json. Yields each stage's name as it starts (stages.py)."""
     prepared = yield from prepare_stages(scene, cfg.export)
     formats = asset_formats(cfg, scene, with_mesh=prepared.mesh is not None)
-    assets = yield from write_formats_stages(prepared, scene, formats, run_dir)
+    assets = yield from write_formats_stages(prepared, scene, formats, run_dir,
+                                             print_height_mm=cfg.export.print_height_mm)
     if cfg.export.turntable_frames:
         yield TURNTABLE
         assets["turntable"] = run_dir / "turntable.gif"
         media.save_gif(turntable_frames(scene, cfg.export.turntable_frames, cfg.export.turntable_size),
                        assets["turntable"])
-    return assets, prepared.stats
+    return assets, {**prepared.stats, **print_report(prepared, formats, cfg.export.print_height_mm)}

@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="baked texture side in pixels (default: the run's export.texture_size)")
     e.add_argument("--out", type=Path, help="file to write (default: RUN_DIR/asset.<format>, or RUN_DIR/splat.ply)")
     e.add_argument("--resolution", type=int, default=None, help="mesh extraction grid (default: the run's)")
+    e.add_argument("--print-height", dest="print_height", default=None, metavar="HEIGHT",
+                   help="stl / 3mf height: 50mm, 5cm or 50 (mm; default: the run's export.print_height_mm)")
 
     u = sub.add_parser("ui", help="serve the web studio in the browser (localhost unless --host is given)")
     from ui.server import add_arguments as add_ui_arguments  # noqa: torch- and gradio-free; the flags live with the UI
@@ -92,7 +94,7 @@ def print_finished(finished) -> int:
     if "export_warning" in finished.metrics:
         print(f"warning: {finished.metrics['export_warning']}; try a higher export.mesh_resolution or export.faces",
               file=sys.stderr)
-    for kind in ("glb", "obj", "ply", "splat", "turntable"):
+    for kind in ("glb", "obj", "ply", "stl", "3mf", "splat", "turntable"):
         if kind in finished.assets:
             print(f"{kind}: {finished.assets[kind]}")
     print(finished.run_dir)
@@ -117,7 +119,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     with StopOnInterrupt(sys.stderr) as stop:
         stop.at_once = True
         path = export_run(args.run_dir, args.format, args.out, args.resolution, args.faces, args.texture_size,
-                          on_stage=on_stage)
+                          on_stage=on_stage, print_height=args.print_height)
     print(path)
     return 0
 

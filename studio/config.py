@@ -32,7 +32,7 @@ DEFAULT_KINDS = {"representation": "nerf", "distillation": "sds"}
 """The kinds used when no layer names one."""
 MAX_PROMPT_CHARS = 1000
 """Longest prompt accepted (the text encoder reads its first 77 tokens; a longer one is most likely a mistake)."""
-ExportFormat = Literal["glb", "obj", "ply"]
+ExportFormat = Literal["glb", "obj", "ply", "stl", "3mf"]
 """The mesh formats a run writes: the keys of studio.export.FORMATS (tests/test_config.py checks they agree)."""
 
 
@@ -113,7 +113,7 @@ class ExportConfig:
     LIMITS: ClassVar[dict[str, tuple[float, float]]] = {"mesh_resolution": (16, 1024), "faces": (0, 10_000_000),
         "texture_size": (0, 8192), "texture_padding": (0, 64), "size": (0.0, 1000.0), "min_part_fraction": (0.0, 1.0),
         "fidelity_views": (0, 64), "fidelity_size": (8, 1024), "turntable_frames": (0, 360),
-        "turntable_size": (16, 2048)}
+        "turntable_size": (16, 2048), "print_height_mm": (1.0, 2000.0)}
     # the allowed range of each number (studio/limits.py checks them before a run starts)
 
     formats: list[ExportFormat] = field(default_factory=lambda: ["glb", "obj", "ply"])
@@ -138,6 +138,8 @@ class ExportConfig:
     """Frames of the turntable GIF (0 = none)."""
     turntable_size: int = 128
     """Turntable frame size in pixels."""
+    print_height_mm: float = 50.0
+    """Height (Z extent) of the STL / 3MF print solid in millimetres (docs/export.md, printing)."""
 
     def validate(self) -> None:
         """Raise ConfigError for unusable values."""

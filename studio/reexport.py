@@ -42,12 +42,13 @@ def load_scene(run_dir: Path):
 
 def export_run(run_dir: Path, fmt: str, out: Path | None = None, resolution: int | None = None,
                faces: int | None = None, texture_size: int | None = None,
-               on_stage: Callable[[Exporting], None] | None = None) -> Path:
+               on_stage: Callable[[Exporting], None] | None = None, print_height: str | float | None = None) -> Path:
     """Write the run's asset as `fmt` to `out` (default RUN_DIR/asset.<fmt>, or splat.ply). Returns the written path.
 
-    `faces` / `texture_size` override the run's [export] settings; all input is checked before anything is written.
+    `faces` / `texture_size` / `print_height` ("50mm", "5cm", "50": millimetres; stl and 3mf only) override the
+    run's [export] settings; all input is checked before anything is written.
     `on_stage` is called with an Exporting event as each stage starts (`studio export` prints them)."""
-    stages = export_run_stages(run_dir, fmt, out, resolution, faces, texture_size)
+    stages = export_run_stages(run_dir, fmt, out, resolution, faces, texture_size, print_height)
     try:
         while True:
             ev = next(stages)
@@ -60,8 +61,8 @@ def export_run(run_dir: Path, fmt: str, out: Path | None = None, resolution: int
 
 
 def export_run_stages(run_dir: Path, fmt: str, out: Path | None = None, resolution: int | None = None,
-                      faces: int | None = None,
-                      texture_size: int | None = None) -> Generator[Exporting, None, Path]:
+                      faces: int | None = None, texture_size: int | None = None,
+                      print_height: str | float | None = None) -> Generator[Exporting, None, Path]:
     """`export_run` as a generator: yields an Exporting event as each stage starts, returns the written path.
     Writing the file is the last stage, so a generator closed at any of its events has written nothing."""
     import dataclasses
@@ -70,6 +71,7 @@ def export_run_stages(run_dir: Path, fmt: str, out: Path | None = None, resoluti
 
     if fmt not in ALL_FORMATS:
         raise UserError(f"unknown format {fmt!r}; valid: {', '.join(ALL_FORMATS)}")
+    height_mm = None if print_height is None else parse_print_height(print_height, fmt)
     if not Path(run_dir).is_dir():
         raise UserError(f"run directory {run_dir} does not exist")
     if out is not None and not Path(out).absolute().parent.is_dir():  # before the scene loads
@@ -77,7 +79,7 @@ def export_run_stages(run_dir: Path, fmt: str, out: Path | None = None, resoluti
     with run_lock(Path(run_dir)):  # not while a run or resume writes the folder's checkpoint
         cfg, scene = load_scene(run_dir)
         changes = {k: v for k, v in {"faces": faces, "texture_size": texture_size,
-                                     "mesh_resolution": resolution}.items() if v is not None}
+                                     "mesh_resolution": resolution, "print_height_mm": height_mm}.items() if v is not None}
         export_cfg = dataclasses.replace(cfg.export, **changes, fidelity_views=0)
         export_cfg.validate()
         if out is not None and Path(out).suffix.lower() != (".ply" if fmt == "splat" else f".{fmt}"):
@@ -99,16 +101,44 @@ def _write_scene_format(run_dir: Path, scene, fmt: str, out: Path | None) -> Sta
 
 def _write_mesh_format(run_dir: Path, scene, export_cfg, fmt: str, out: Path | None) -> Stages[Path]:
     """Stages of preparing the mesh, writing it as `fmt` and recording the re-export."""
-    from .export.pipeline import prepare_stages, write_formats_stages
+    from .export.pipeline import prepare_stages, print_report, write_formats_stages
 
     prepared = yield from prepare_stages(scene, export_cfg)
     if prepared.mesh is None:
         raise UserError("the run's scene has no surface (empty mesh); nothing to export: generate with more --steps")
-    path = (yield from write_formats_stages(prepared, scene, [fmt], Path(run_dir), out))[fmt]
+    path = (yield from write_formats_stages(prepared, scene, [fmt], Path(run_dir), out,
+                                            export_cfg.print_height_mm))[fmt]
     record_reexport(Path(run_dir), {"format": fmt, "path": str(path), "faces": export_cfg.faces,
                                     "texture_size": export_cfg.texture_size, "mesh_resolution": export_cfg.mesh_resolution,
-                                    **{k: v for k, v in prepared.stats.items() if k.startswith("export_")}})
+                                    **{k: v for k, v in prepared.stats.items() if k.startswith("export_")},
+                                    **print_report(prepared, [fmt], export_cfg.print_height_mm)})
     return path
+
+
+LENGTH_UNITS_MM = {"mm": 1.0, "cm": 10.0, "m": 1000.0, "in": 25.4}
+"""--print-height suffixes and their millimetres (none: millimetres)."""
+
+
+def parse_print_height(text: str | float, fmt: str) -> float:
+    """--print-height "50mm" / "5cm" / "0.05m" / "2in" / "50" (mm) -> millimetres; UserError for a bad value, one
+    outside export.print_height_mm's range, or a format that is not printed (stl, 3mf)."""
+    from .config import ExportConfig
+    from .export.printable import PRINT_FORMATS
+    from .limits import format_range
+
+    raw = str(text).strip().lower()
+    unit = next((u for u in sorted(LENGTH_UNITS_MM, key=len, reverse=True) if raw.endswith(u)), "")
+    try:
+        value = float(raw[:len(raw) - len(unit)].strip()) * LENGTH_UNITS_MM.get(unit, 1.0)
+    except ValueError:
+        value = float("nan")
+    lo, hi = ExportConfig.LIMITS["print_height_mm"]
+    if not lo <= value <= hi:  # nan fails too
+        raise UserError(f"--print-height {str(text)[:40]!r}: give a height like 50mm, 5cm or 50 (millimetres), "
+                        f"allowed {format_range(lo, hi)} mm")
+    if fmt not in PRINT_FORMATS:
+        raise UserError(f"--print-height applies to --format {' or '.join(PRINT_FORMATS)}, not {fmt}")
+    return value
 
 
 def record_reexport(run_dir: Path, entry: dict) -> None:

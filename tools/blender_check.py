@@ -45,6 +45,8 @@ def main() -> int:
         bpy.ops.import_scene.gltf(filepath=path)
     elif path.lower().endswith(".obj"):
         bpy.ops.wm.obj_import(filepath=path)
+    elif path.lower().endswith(".stl"):
+        bpy.ops.import_mesh.stl(filepath=path)  # STL has no units: 1 mm arrives as 1 Blender unit, Z up as written
     else:
         print(f"unsupported file {path}", file=sys.stderr)
         return 1

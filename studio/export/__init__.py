@@ -16,6 +16,8 @@ FORMATS: dict[str, str] = {
     "glb": "studio.export.glb:write_glb",
     "obj": "studio.export.obj:write_obj",
     "ply": "studio.export.ply:write_ply",
+    "stl": "studio.export.stl:write_stl",
+    "3mf": "studio.export.threemf:write_3mf",
 }
 SCENE_FORMATS = ("splat",)
 """Formats written from the scene itself rather than from its mesh."""

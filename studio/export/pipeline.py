@@ -24,6 +24,7 @@ from . import SCENE_FORMATS, default_path, writer
 from .asset import ExportMesh
 from .bake import bake_albedo
 from .clean import Placement, drop_floaters, orient_outward, placement, vertex_normals
+from .printable import DEFAULT_PRINT_HEIGHT_MM, PRINT_FORMATS, print_solid
 from .simplify import simplify
 from .stages import BAKE, EXTRACT, FIDELITY, SIMPLIFY, UNWRAP, Stages, drive, write_stage
 from .unwrap import unwrap
@@ -148,20 +149,37 @@ def write_splat(scene, path: Path) -> Path:
 
 
 def write_formats(prepared: Prepared | None, scene, formats: list[str], run_dir: Path,
-                  out: Path | None = None) -> dict[str, Path]:
+                  out: Path | None = None, print_height_mm: float = DEFAULT_PRINT_HEIGHT_MM) -> dict[str, Path]:
     """Write each format (to `out` when exactly one is asked, else the run-dir defaults); format -> main path."""
-    return drive(write_formats_stages(prepared, scene, formats, run_dir, out))
+    return drive(write_formats_stages(prepared, scene, formats, run_dir, out, print_height_mm))
 
 
 def write_formats_stages(prepared: Prepared | None, scene, formats: list[str], run_dir: Path,
-                         out: Path | None = None) -> Stages[dict[str, Path]]:
+                         out: Path | None = None,
+                         print_height_mm: float = DEFAULT_PRINT_HEIGHT_MM) -> Stages[dict[str, Path]]:
     """`write_formats` as stages: yields stages.write_stage(fmt) before writing each format. Every format is
-    checked (`check_writable`) before the first stage: a format that cannot be written writes nothing."""
+    checked (`check_writable`) before the first stage: a format that cannot be written writes nothing. The print
+    formats (stl, 3mf) are written `print_height_mm` tall."""
     for fmt in formats:
         check_writable(prepared, scene, fmt)
     paths: dict[str, Path] = {}
     for fmt in formats:
         path = Path(out) if out is not None else default_path(run_dir, fmt)
         yield write_stage(fmt)
-        paths[fmt] = write_splat(scene, path) if fmt in SCENE_FORMATS else writer(fmt)(prepared.mesh, path)[0]
+        if fmt in SCENE_FORMATS:
+            paths[fmt] = write_splat(scene, path)
+        elif fmt in PRINT_FORMATS:
+            paths[fmt] = writer(fmt)(prepared.mesh, path, height_mm=print_height_mm)[0]
+        else:
+            paths[fmt] = writer(fmt)(prepared.mesh, path)[0]
     return paths
+
+
+def print_report(prepared: Prepared | None, formats: list[str], height_mm: float) -> dict:
+    """{"print": the printability report (studio/export/printability.py) of the print solid} when `formats` has a
+    print format and there is a mesh, else {}: what metrics.json gets beside the mesh stats."""
+    if prepared is None or prepared.mesh is None or not set(formats) & set(PRINT_FORMATS):
+        return {}
+    from .printability import printability
+
+    return {"print": printability(print_solid(prepared.mesh, height_mm))}
