@@ -32,7 +32,7 @@ DEFAULT_KINDS = {"representation": "nerf", "distillation": "sds"}
 """The kinds used when no layer names one."""
 MAX_PROMPT_CHARS = 1000
 """Longest prompt accepted (the text encoder reads its first 77 tokens; a longer one is most likely a mistake)."""
-ExportFormat = Literal["glb", "obj", "ply", "stl", "3mf"]
+ExportFormat = Literal["glb", "obj", "ply", "stl", "3mf", "usdz"]
 """The mesh formats a run writes: the keys of studio.export.FORMATS (tests/test_config.py checks they agree)."""
 
 

@@ -18,6 +18,7 @@ FORMATS: dict[str, str] = {
     "ply": "studio.export.ply:write_ply",
     "stl": "studio.export.stl:write_stl",
     "3mf": "studio.export.threemf:write_3mf",
+    "usdz": "studio.export.usdz:write_usdz",
 }
 SCENE_FORMATS = ("splat",)
 """Formats written from the scene itself rather than from its mesh."""
