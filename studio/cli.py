@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--resolution", type=int, default=None, help="mesh extraction grid (default: the run's)")
     e.add_argument("--print-height", dest="print_height", default=None, metavar="HEIGHT",
                    help="stl / 3mf height: 50mm, 5cm or 50 (mm; default: the run's export.print_height_mm)")
+    e.add_argument("--lods", default=None, metavar="N,N,...",
+                   help="glb levels of detail, decreasing face counts: 20000,5000,1000 -> asset_lod0.glb, ...")
 
     u = sub.add_parser("ui", help="serve the web studio in the browser (localhost unless --host is given)")
     from ui.server import add_arguments as add_ui_arguments  # noqa: torch- and gradio-free; the flags live with the UI
@@ -119,7 +121,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     with StopOnInterrupt(sys.stderr) as stop:
         stop.at_once = True
         path = export_run(args.run_dir, args.format, args.out, args.resolution, args.faces, args.texture_size,
-                          on_stage=on_stage, print_height=args.print_height)
+                          on_stage=on_stage, print_height=args.print_height, lods=args.lods)
     print(path)
     return 0
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .errors import UserError
 from .events import Exporting
+from .export.lods import lod_plan
 from .export.stages import Stages, mesh_plan, numbered, write_stage
 from .rundir import run_lock
 
@@ -42,13 +43,14 @@ def load_scene(run_dir: Path):
 
 def export_run(run_dir: Path, fmt: str, out: Path | None = None, resolution: int | None = None,
                faces: int | None = None, texture_size: int | None = None,
-               on_stage: Callable[[Exporting], None] | None = None, print_height: str | float | None = None) -> Path:
+               on_stage: Callable[[Exporting], None] | None = None, print_height: str | float | None = None,
+               lods: str | None = None) -> Path:
     """Write the run's asset as `fmt` to `out` (default RUN_DIR/asset.<fmt>, or splat.ply). Returns the written path.
 
     `faces` / `texture_size` / `print_height` ("50mm", "5cm", "50": millimetres; stl and 3mf only) override the
     run's [export] settings; all input is checked before anything is written.
     `on_stage` is called with an Exporting event as each stage starts (`studio export` prints them)."""
-    stages = export_run_stages(run_dir, fmt, out, resolution, faces, texture_size, print_height)
+    stages = export_run_stages(run_dir, fmt, out, resolution, faces, texture_size, print_height, lods)
     try:
         while True:
             ev = next(stages)
@@ -62,7 +64,8 @@ def export_run(run_dir: Path, fmt: str, out: Path | None = None, resolution: int
 
 def export_run_stages(run_dir: Path, fmt: str, out: Path | None = None, resolution: int | None = None,
                       faces: int | None = None, texture_size: int | None = None,
-                      print_height: str | float | None = None) -> Generator[Exporting, None, Path]:
+                      print_height: str | float | None = None,
+                      lods: str | None = None) -> Generator[Exporting, None, Path]:
     """`export_run` as a generator: yields an Exporting event as each stage starts, returns the written path.
     Writing the file is the last stage, so a generator closed at any of its events has written nothing."""
     import dataclasses
@@ -72,6 +75,7 @@ def export_run_stages(run_dir: Path, fmt: str, out: Path | None = None, resoluti
     if fmt not in ALL_FORMATS:
         raise UserError(f"unknown format {fmt!r}; valid: {', '.join(ALL_FORMATS)}")
     height_mm = None if print_height is None else parse_print_height(print_height, fmt)
+    levels = [] if lods is None else parse_lods(lods, fmt)
     if not Path(run_dir).is_dir():
         raise UserError(f"run directory {run_dir} does not exist")
     if out is not None and not Path(out).absolute().parent.is_dir():  # before the scene loads
@@ -86,8 +90,9 @@ def export_run_stages(run_dir: Path, fmt: str, out: Path | None = None, resoluti
             raise UserError(f"--out {out}: the file name must end in .{'ply' if fmt == 'splat' else fmt} for --format {fmt}")
         if fmt in SCENE_FORMATS:
             return (yield from numbered(_write_scene_format(run_dir, scene, fmt, out), [write_stage(fmt)]))
-        plan = [*mesh_plan(export_cfg), write_stage(fmt)]
-        return (yield from numbered(_write_mesh_format(run_dir, scene, export_cfg, fmt, out), plan))
+        plan = [*mesh_plan(export_cfg), write_stage(fmt), *lod_plan(levels)]
+        lod_views = (levels, cfg.export.fidelity_views, cfg.export.fidelity_size)
+        return (yield from numbered(_write_mesh_format(run_dir, scene, export_cfg, fmt, out, lod_views), plan))
 
 
 def _write_scene_format(run_dir: Path, scene, fmt: str, out: Path | None) -> Stages[Path]:
@@ -99,8 +104,11 @@ def _write_scene_format(run_dir: Path, scene, fmt: str, out: Path | None) -> Sta
     return path
 
 
-def _write_mesh_format(run_dir: Path, scene, export_cfg, fmt: str, out: Path | None) -> Stages[Path]:
-    """Stages of preparing the mesh, writing it as `fmt` and recording the re-export."""
+def _write_mesh_format(run_dir: Path, scene, export_cfg, fmt: str, out: Path | None,
+                       lod_views: tuple = ([], 0, 0)) -> Stages[Path]:
+    """Stages of preparing the mesh, writing it as `fmt` (then the LODs: lod_views = (face counts, fidelity views,
+    fidelity size)) and recording the re-export."""
+    from .export.lods import lod_stages
     from .export.pipeline import prepare_stages, print_report, write_formats_stages
 
     prepared = yield from prepare_stages(scene, export_cfg)
@@ -108,11 +116,24 @@ def _write_mesh_format(run_dir: Path, scene, export_cfg, fmt: str, out: Path | N
         raise UserError("the run's scene has no surface (empty mesh); nothing to export: generate with more --steps")
     path = (yield from write_formats_stages(prepared, scene, [fmt], Path(run_dir), out,
                                             export_cfg.print_height_mm))[fmt]
+    lods = (yield from lod_stages(prepared, scene, export_cfg, lod_views[0], path, *lod_views[1:])) if lod_views[0] else []
     record_reexport(Path(run_dir), {"format": fmt, "path": str(path), "faces": export_cfg.faces,
                                     "texture_size": export_cfg.texture_size, "mesh_resolution": export_cfg.mesh_resolution,
                                     **{k: v for k, v in prepared.stats.items() if k.startswith("export_")},
-                                    **print_report(prepared, [fmt], export_cfg.print_height_mm)})
+                                    **print_report(prepared, [fmt], export_cfg.print_height_mm),
+                                    **({"lods": lods} if lods else {})})
     return path
+
+
+def parse_lods(text: str, fmt: str) -> list[int]:
+    """--lods "20000,5000,1000" -> face counts (studio/export/lods.py); UserError for a bad chain or a format other
+    than glb."""
+    from .export.lods import parse_lods as parse
+
+    levels = parse(text)
+    if fmt != "glb":
+        raise UserError(f"--lods applies to --format glb (asset_lod0.glb, ...), not {fmt}")
+    return levels
 
 
 LENGTH_UNITS_MM = {"mm": 1.0, "cm": 10.0, "m": 1000.0, "in": 25.4}

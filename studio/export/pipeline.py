@@ -44,6 +44,8 @@ class Prepared:
     """How scene coordinates map to the exported metres."""
     stats: dict = field(default_factory=dict)
     """mesh_* counts, timings, fidelity metrics, or mesh_warning: all go into metrics.json."""
+    cleaned: Mesh | None = None
+    """The cleaned full-resolution scene-frame mesh before simplification (the source of the LODs, lods.py)."""
 
 
 def albedo_field(scene) -> Callable[[torch.Tensor], torch.Tensor] | None:
@@ -90,7 +92,8 @@ def prepare_stages(scene, cfg, resolution: int | None = None) -> Stages[Prepared
         stats["mesh_warning"] = "empty mesh: the scene has no surface"
         return Prepared(None, None, stats)
     yield SIMPLIFY
-    mesh = orient_outward(simplify(orient_outward(drop_floaters(raw, cfg.min_part_fraction)), cfg.faces))
+    cleaned = orient_outward(drop_floaters(raw, cfg.min_part_fraction))
+    mesh = orient_outward(simplify(cleaned, cfg.faces))
     albedo = albedo_field(scene)
     colors = vertex_colors(mesh, raw, albedo)
     normals = vertex_normals(mesh.vertices, mesh.faces)
@@ -114,7 +117,7 @@ def prepare_stages(scene, cfg, resolution: int | None = None) -> Stages[Prepared
         yield FIDELITY
         stats.update(fidelity_stats(scene, out, verts, cfg))
     stats["export_seconds"] = round(time.perf_counter() - t0, 3)
-    return Prepared(out, place, stats)
+    return Prepared(out, place, stats, cleaned)
 
 
 def fidelity_stats(scene, out: ExportMesh, verts: np.ndarray, cfg) -> dict:
