@@ -113,7 +113,8 @@ class ExportConfig:
     LIMITS: ClassVar[dict[str, tuple[float, float]]] = {"mesh_resolution": (16, 1024), "faces": (0, 10_000_000),
         "texture_size": (0, 8192), "texture_padding": (0, 64), "size": (0.0, 1000.0), "min_part_fraction": (0.0, 1.0),
         "fidelity_views": (0, 64), "fidelity_size": (8, 1024), "turntable_frames": (0, 360),
-        "turntable_size": (16, 2048), "print_height_mm": (1.0, 2000.0)}
+        "turntable_size": (16, 2048), "print_height_mm": (1.0, 2000.0),
+        "metallic": (0.0, 1.0), "roughness": (0.0, 1.0)}
     # the allowed range of each number (studio/limits.py checks them before a run starts)
 
     formats: list[ExportFormat] = field(default_factory=lambda: ["glb", "obj", "ply"])
@@ -140,6 +141,10 @@ class ExportConfig:
     """Turntable frame size in pixels."""
     print_height_mm: float = 50.0
     """Height (Z extent) of the STL / 3MF print solid in millimetres (docs/export.md, printing)."""
+    metallic: float = 0.0
+    """metallicFactor of the GLB's PBR material (0 = dielectric, 1 = metal)."""
+    roughness: float = 0.9
+    """roughnessFactor of the GLB's PBR material (0 = mirror, 1 = fully rough)."""
 
     def validate(self) -> None:
         """Raise ConfigError for unusable values."""

@@ -25,6 +25,10 @@ class ExportMesh:
     """[V, 2] float32 texture coordinates in [0, 1] (glTF convention), or None before unwrapping."""
     texture: np.ndarray | None = None
     """[T, T, 3] uint8 baked albedo texture (row 0 = v 0), or None."""
+    metallic: float = 0.0
+    """metallicFactor of the PBR material (export.metallic)."""
+    roughness: float = 0.9
+    """roughnessFactor of the PBR material (export.roughness)."""
 
     def __post_init__(self) -> None:
         V = len(self.vertices)

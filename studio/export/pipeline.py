@@ -109,7 +109,8 @@ def prepare_stages(scene, cfg, resolution: int | None = None) -> Stages[Prepared
         texture = bake_albedo(verts, faces, uvs, cfg.texture_size, cfg.texture_padding, albedo, colors[keep])
         stats.update(unwrap_seconds=round(t2 - t1, 3), bake_seconds=round(time.perf_counter() - t2, 3))
     place = placement(mesh.vertices, cfg.size)
-    out = ExportMesh(place.apply(verts), faces, normals[keep], colors[keep], uvs, texture)
+    out = ExportMesh(place.apply(verts), faces, normals[keep], colors[keep], uvs, texture,
+                     cfg.metallic, cfg.roughness)
     lo, hi = out.vertices.min(0), out.vertices.max(0)
     stats.update(export_vertices=int(len(out.vertices)), export_faces=int(len(out.faces)),
                  export_size_m=[round(float(x), 4) for x in hi - lo], export_scale=round(place.scale, 6))
