@@ -140,3 +140,11 @@ def test_lit_export_agrees_with_the_studios_lit_render_and_the_texture_carries_n
     print("texture brightness up / down:", top, bottom)
     assert abs(top - bottom) < 0.05
 
+
+
+@pytest.mark.skipif(__import__("shutil").which("blender") is None, reason="blender not installed")
+def test_blender_imports_the_pbr_glb_with_an_srgb_base_colour(crisp_run):
+    from test_export_tools import blender_import
+
+    seen = blender_import(crisp_run.run_dir / "asset.glb")
+    assert seen["texture_colorspaces"] and all(c == "sRGB" for c in seen["texture_colorspaces"]), seen
