@@ -67,3 +67,18 @@ def test_lods_with_another_format_is_refused(crisp_run, tmp_path, capsys):
     code, _, err = run_cli(["export", str(run_dir), "--format", "obj", "--lods", "1000,500"], capsys)
     assert code == 2 and "--format glb" in err
     assert not list(run_dir.glob("*_lod*"))
+
+
+def test_every_level_carries_the_runs_material_factors(crisp_run, tmp_path):
+    """The LOD files get the run's export.metallic / export.roughness like the main GLB (they had the defaults)."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(crisp_run.run_dir, run_dir)
+    for toml in (run_dir / "config.toml", run_dir / "checkpoint" / "config.toml"):
+        text = toml.read_text()
+        assert "metallic = 0.0" in text and "roughness = 0.9" in text
+        toml.write_text(text.replace("metallic = 0.0", "metallic = 0.4").replace("roughness = 0.9", "roughness = 0.3"))
+    assert main(["export", str(run_dir), "--format", "glb", "--lods", "600,200"]) == 0
+    for i in range(2):
+        gltf = trimesh.load(run_dir / f"asset_lod{i}.glb", force="mesh")
+        material = gltf.visual.material
+        assert (material.metallicFactor, material.roughnessFactor) == pytest.approx((0.4, 0.3)), i

@@ -68,7 +68,8 @@ def level_mesh(cleaned, faces: int, cfg, place, albedo):
         keep, tri, uvs = unwrap(mesh.vertices, mesh.faces, cfg.texture_size, cfg.texture_padding)
         verts = mesh.vertices[keep]
         texture = bake_albedo(verts, tri, uvs, cfg.texture_size, cfg.texture_padding, albedo, colors[keep])
-    return ExportMesh(place.apply(verts), tri, normals[keep], colors[keep], uvs, texture), verts
+    return ExportMesh(place.apply(verts), tri, normals[keep], colors[keep], uvs, texture,
+                      metallic=cfg.metallic, roughness=cfg.roughness), verts
 
 
 def lod_stages(prepared, scene, cfg, lods: list[int], main: Path, views: int, size: int) -> Stages[list[dict]]:
