@@ -13,6 +13,7 @@ from representations.base import Representation
 from . import media
 from .config import RunConfig
 from .events import Exporting
+from .export.lods import lod_plan, lod_stages
 from .export.pipeline import prepare_stages, print_report, write_formats_stages
 from .export.stages import TURNTABLE, Stages, mesh_plan, numbered, write_stage
 from .previews import turntable_frames
@@ -31,6 +32,8 @@ def export_assets_atomically(cfg: RunConfig, scene: Representation,
         assets, stats = yield from numbered(export_assets(cfg, scene, tmp), export_plan(cfg, scene))
         for f in sorted(tmp.iterdir()):
             os.replace(f, run_dir / f.name)
+        for level in stats.get("lods", []):
+            level["path"] = str(run_dir / level["path"])
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return {k: run_dir / p.relative_to(tmp) for k, p in assets.items()}, stats
@@ -40,7 +43,8 @@ def export_plan(cfg: RunConfig, scene: Representation) -> list[str]:
     """The stages `export_assets` runs for `cfg` and `scene`, in order (a scene without a surface skips the mesh
     stages after "extract mesh" and the mesh writes)."""
     turntable = [TURNTABLE] if cfg.export.turntable_frames else []
-    return [*mesh_plan(cfg.export), *map(write_stage, asset_formats(cfg, scene)), *turntable]
+    return [*mesh_plan(cfg.export), *map(write_stage, asset_formats(cfg, scene)), *lod_plan(cfg.export.lods),
+            *turntable]
 
 
 def asset_formats(cfg: RunConfig, scene: Representation, with_mesh: bool = True) -> list[str]:
@@ -58,9 +62,16 @@ def export_assets(cfg: RunConfig, scene: Representation, run_dir: Path) -> Stage
     formats = asset_formats(cfg, scene, with_mesh=prepared.mesh is not None)
     assets = yield from write_formats_stages(prepared, scene, formats, run_dir,
                                              print_height_mm=cfg.export.print_height_mm)
+    lods = []
+    if cfg.export.lods and prepared.mesh is not None:
+        e = cfg.export
+        lods = yield from lod_stages(prepared, scene, e, e.lods, assets["glb"], e.fidelity_views, e.fidelity_size)
+        for level in lods:  # by name: the files move from the temporary folder into the run's
+            level["path"] = Path(level["path"]).name
     if cfg.export.turntable_frames:
         yield TURNTABLE
         assets["turntable"] = run_dir / "turntable.gif"
         media.save_gif(turntable_frames(scene, cfg.export.turntable_frames, cfg.export.turntable_size),
                        assets["turntable"])
-    return assets, {**prepared.stats, **print_report(prepared, formats, cfg.export.print_height_mm)}
+    return assets, {**prepared.stats, **print_report(prepared, formats, cfg.export.print_height_mm),
+                    **({"lods": lods} if lods else {})}

@@ -114,7 +114,7 @@ class ExportConfig:
         "texture_size": (0, 8192), "texture_padding": (0, 64), "size": (0.0, 1000.0), "min_part_fraction": (0.0, 1.0),
         "fidelity_views": (0, 64), "fidelity_size": (8, 1024), "turntable_frames": (0, 360),
         "turntable_size": (16, 2048), "print_height_mm": (1.0, 2000.0),
-        "metallic": (0.0, 1.0), "roughness": (0.0, 1.0)}
+        "metallic": (0.0, 1.0), "roughness": (0.0, 1.0), "lods": (100, 10_000_000)}
     # the allowed range of each number (studio/limits.py checks them before a run starts)
 
     formats: list[ExportFormat] = field(default_factory=lambda: ["glb", "obj", "ply"])
@@ -145,6 +145,8 @@ class ExportConfig:
     """metallicFactor of the GLB's PBR material (0 = dielectric, 1 = metal)."""
     roughness: float = 0.9
     """roughnessFactor of the GLB's PBR material (0 = mirror, 1 = fully rough)."""
+    lods: list[int] = field(default_factory=list)
+    """Face counts of a level-of-detail chain written beside asset.glb (asset_lod0.glb, ...); [] = none."""
 
     def validate(self) -> None:
         """Raise ConfigError for unusable values."""
@@ -159,6 +161,13 @@ class ExportConfig:
             raise ConfigError(f"export.texture_size must be in 0..8192 (0 = no texture), got {self.texture_size}")
         if self.size < 0 or not 0 <= self.min_part_fraction <= 1:
             raise ConfigError("export.size must be >= 0 and export.min_part_fraction in [0, 1]")
+        if self.lods:
+            from .export.lods import lods_problem
+
+            problem = lods_problem(self.lods) or (None if "glb" in self.formats else "the levels are GLBs: "
+                                                  "keep glb in export.formats")
+            if problem:
+                raise ConfigError(f"export.lods {self.lods}: {problem}"[:300])
 
 
 @dataclass

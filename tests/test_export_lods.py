@@ -82,3 +82,30 @@ def test_every_level_carries_the_runs_material_factors(crisp_run, tmp_path):
         gltf = trimesh.load(run_dir / f"asset_lod{i}.glb", force="mesh")
         material = gltf.visual.material
         assert (material.metallicFactor, material.roughnessFactor) == pytest.approx((0.4, 0.3)), i
+
+
+def test_a_generate_run_with_export_lods_writes_the_chain(tmp_path, capsys):
+    """export.lods in the config (a generate run, a batch job): the levels are written with the run's assets, each
+    a progress stage, and reported in metrics.json; a chain that does not decrease is refused before anything."""
+    from studio.config import build_config
+    from studio.events import Exporting, Finished
+    from studio.run import run
+
+    tiny = ["guidance.model=tiny-random", "camera.resolution=32", "export.mesh_resolution=40", "export.faces=1500",
+            "export.texture_size=64", "export.turntable_frames=0", "log.preview_every=0", "export.formats=['glb']"]
+    cfg = build_config([{"prompt": "a grey ball", "steps": 1}], [*tiny, "export.lods=[600, 200]",
+                                                                "representation.blob.bias=0.0",
+                                                                "representation.blob.scale=40.0",
+                                                                "representation.blob.radius=0.6"])
+    events = list(run(cfg, tmp_path / "out"))
+    assert [e.stage for e in events if isinstance(e, Exporting)][-2:] == ["write lod 1/2", "write lod 2/2"]
+    finished = events[-1]
+    assert isinstance(finished, Finished)
+    levels = finished.metrics["lods"]
+    assert [lv["faces_asked"] for lv in levels] == [600, 200]
+    for i, level in enumerate(levels):
+        path = finished.run_dir / f"asset_lod{i}.glb"
+        assert level["path"] == str(path) and len(trimesh.load(path, force="mesh").faces) == level["faces"]
+    assert not (finished.run_dir / ".assets.tmp").exists()
+    assert main(["generate", "a red cube", "--out", str(tmp_path / "bad"), "--set", "export.lods=[200, 600]"]) == 2
+    assert "must decrease" in capsys.readouterr().err and not (tmp_path / "bad").exists()
