@@ -69,6 +69,3 @@ def _number(x: float) -> str:
         return str(x)
     return str(int(x)) if x.is_integer() and abs(x) < 1e15 else f"{x:g}"
 
-
-INF = float("inf")
-"""For a field with no useful upper bound (a seed, a step count the run's steps already bound)."""

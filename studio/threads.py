@@ -53,12 +53,12 @@ class ThreadPolicy:
         self.cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         self.fixed = fixed_threads()
         self.initial = torch.get_num_threads()
+        self.changes = 0
+        """How many times the thread count changed (reported in metrics.json)."""
         if self.fixed is not None and self.fixed != self.initial:  # STUDIO_THREADS=N (OMP_NUM_THREADS torch reads)
             torch.set_num_threads(self.fixed)
             self.changes = 1
         self.last = (time.monotonic(), cpu_seconds())
-        self.changes = getattr(self, "changes", 0)
-        """How many times the thread count changed (reported in metrics.json)."""
 
     @property
     def adapting(self) -> bool:
