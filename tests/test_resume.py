@@ -206,25 +206,32 @@ def test_first_ctrl_c_stops_at_a_step_boundary_with_a_checkpoint(tmp_path):
     assert restored is signal.default_int_handler  # the handler is put back
 
 
-@pytest.mark.slow
-def test_sigterm_stops_like_ctrl_c_and_the_run_resumes(tmp_path):
-    """`docker stop`, systemd and Kubernetes send SIGTERM: the CLI finishes the step, checkpoints, says
-    'cancelled' and exits 130; without the handler the process died at once and status.json stayed 'running'."""
+def sigterm_at(args: list[str], prefix: str) -> tuple[int, str]:
+    """Run the studio CLI with `args`, send SIGTERM when a stderr line starts with `prefix`; (exit code, stderr)."""
     import signal
     import subprocess
     import sys
 
-    args = [sys.executable, "-m", "studio.cli", "generate", "a red cube", "--steps", "2000", "--out", str(tmp_path),
-            *[a for item in FAST for a in ("--set", item)], "--set", "log.checkpoint_every=0"]
-    proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.Popen([sys.executable, "-m", "studio.cli", *args], stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
     lines = []
-    for line in proc.stderr:  # non-TTY progress: a line every 100 steps
+    for line in proc.stderr:
         lines.append(line)
-        if line.startswith("step "):
+        if line.startswith(prefix):
             proc.send_signal(signal.SIGTERM)
             break
     rest = proc.communicate(timeout=120)[1]
-    assert proc.returncode == 130, "".join(lines) + rest
+    return proc.returncode, "".join(lines) + rest
+
+
+@pytest.mark.slow
+def test_sigterm_stops_like_ctrl_c_and_the_run_resumes(tmp_path):
+    """`docker stop`, systemd and Kubernetes send SIGTERM: the CLI finishes the step, checkpoints, says
+    'cancelled' and exits 130; without the handler the process died at once and status.json stayed 'running'."""
+    args = ["generate", "a red cube", "--steps", "2000", "--out", str(tmp_path),
+            *[a for item in FAST for a in ("--set", item)], "--set", "log.checkpoint_every=0"]
+    code, rest = sigterm_at(args, "step ")  # non-TTY progress: a line every 100 steps
+    assert code == 130, rest
     assert "SIGTERM: stopping after this step" in rest and "studio resume" in rest
     (run_dir,) = tmp_path.iterdir()
     done = json.loads((run_dir / "checkpoint" / "meta.json").read_text())["step"]
@@ -238,22 +245,11 @@ def test_sigterm_during_the_export_stops_inside_it_and_resume_exports(tmp_path):
     (the UV unwrap, the bake, the turntable: tens of seconds at the defaults): the first SIGTERM stops at once,
     with no asset and no temporary folder left, 'cancelled'; `studio resume` then only exports. Before, the first
     signal waited for the end of the stage."""
-    import signal
-    import subprocess
-    import sys
-
-    args = [sys.executable, "-m", "studio.cli", "generate", "a red cube", "--steps", "2", "--out", str(tmp_path),
+    args = ["generate", "a red cube", "--steps", "2", "--out", str(tmp_path),
             *[a for item in FAST for a in ("--set", item)], "--set", "export.texture_size=512",
             "--set", "export.mesh_resolution=64", "--set", "export.turntable_frames=24"]
-    proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    lines = []
-    for line in proc.stderr:
-        lines.append(line)
-        if line.startswith("export 1/"):
-            proc.send_signal(signal.SIGTERM)
-            break
-    rest = proc.communicate(timeout=120)[1]
-    assert proc.returncode == 130, "".join(lines) + rest
+    code, rest = sigterm_at(args, "export 1/")
+    assert code == 130, rest
     assert "SIGTERM: stopping now" in rest and "turntable" not in rest  # stopped inside, not after, the export
     assert "studio resume" in rest
     (run_dir,) = tmp_path.iterdir()
@@ -267,20 +263,10 @@ def test_sigterm_during_the_export_stops_inside_it_and_resume_exports(tmp_path):
 def test_sigterm_stops_studio_export_at_once_and_writes_nothing(tmp_path):
     """`studio export` had no handler: SIGTERM killed it without its cleanup. Now it stops at once like Ctrl-C
     (exit 130), no file appears half-written, and the folder's lock goes with it."""
-    import signal
-    import subprocess
-    import sys
-
     run_dir = list(run(cfg_for(1), tmp_path))[-1].run_dir
-    args = [sys.executable, "-m", "studio.cli", "export", str(run_dir), "--format", "obj", "--texture-size", "1024",
-            "--resolution", "96"]
-    proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    for line in proc.stderr:
-        if line.startswith("export 1/"):
-            proc.send_signal(signal.SIGTERM)
-            break
-    rest = proc.communicate(timeout=120)[1]
-    assert proc.returncode == 130 and "SIGTERM: stopping now" in rest, rest
+    code, rest = sigterm_at(["export", str(run_dir), "--format", "obj", "--texture-size", "1024", "--resolution", "96"],
+                            "export 1/")
+    assert code == 130 and "SIGTERM: stopping now" in rest, rest
     assert not list(run_dir.glob("asset.obj")) and not list(run_dir.glob(".asset*"))
     assert main(["export", str(run_dir), "--format", "obj"]) == 0 and (run_dir / "asset.obj").is_file()
 
