@@ -14,8 +14,8 @@ from . import media
 from .config import RunConfig
 from .events import Exporting
 from .export.lods import lod_plan, lod_stages
-from .export.pipeline import prepare_stages, print_report, write_formats_stages
-from .export.stages import TURNTABLE, Stages, mesh_plan, numbered, write_stage
+from .export.pipeline import prepare_stages, print_report_stages, write_formats_stages
+from .export.stages import TURNTABLE, Stages, mesh_plan, numbered, write_plan
 from .previews import turntable_frames
 
 
@@ -41,9 +41,9 @@ def export_assets_atomically(cfg: RunConfig, scene: Representation,
 
 def export_plan(cfg: RunConfig, scene: Representation) -> list[str]:
     """The stages `export_assets` runs for `cfg` and `scene`, in order (a scene without a surface skips the mesh
-    stages after "extract mesh" and the mesh writes)."""
+    stages after "extract mesh", the mesh writes and the printability report)."""
     turntable = [TURNTABLE] if cfg.export.turntable_frames else []
-    return [*mesh_plan(cfg.export), *map(write_stage, asset_formats(cfg, scene)), *lod_plan(cfg.export.lods),
+    return [*mesh_plan(cfg.export), *write_plan(asset_formats(cfg, scene)), *lod_plan(cfg.export.lods),
             *turntable]
 
 
@@ -62,6 +62,7 @@ def export_assets(cfg: RunConfig, scene: Representation, run_dir: Path) -> Stage
     formats = asset_formats(cfg, scene, with_mesh=prepared.mesh is not None)
     assets = yield from write_formats_stages(prepared, scene, formats, run_dir,
                                              print_height_mm=cfg.export.print_height_mm)
+    report = yield from print_report_stages(prepared, formats, cfg.export.print_height_mm)
     lods = []
     if cfg.export.lods and prepared.mesh is not None:
         e = cfg.export
@@ -73,5 +74,4 @@ def export_assets(cfg: RunConfig, scene: Representation, run_dir: Path) -> Stage
         assets["turntable"] = run_dir / "turntable.gif"
         media.save_gif(turntable_frames(scene, cfg.export.turntable_frames, cfg.export.turntable_size),
                        assets["turntable"])
-    return assets, {**prepared.stats, **print_report(prepared, formats, cfg.export.print_height_mm),
-                    **({"lods": lods} if lods else {})}
+    return assets, {**prepared.stats, **report, **({"lods": lods} if lods else {})}

@@ -145,6 +145,9 @@ class ExportConfig:
     """metallicFactor of the GLB's PBR material (0 = dielectric, 1 = metal)."""
     roughness: float = 0.9
     """roughnessFactor of the GLB's PBR material (0 = mirror, 1 = fully rough)."""
+    normal_map: bool = False
+    """Bake a tangent-space normal map of the fine surface onto the simplified mesh (GLB normalTexture + TANGENT;
+    needs texture_size > 0)."""
     lods: list[int] = field(default_factory=list)
     """Face counts of a level-of-detail chain written beside asset.glb (asset_lod0.glb, ...); [] = none."""
 
@@ -159,6 +162,8 @@ class ExportConfig:
             raise ConfigError(f"export.faces must be 0 (no limit) or at least 100, got {self.faces}")
         if not 0 <= self.texture_size <= 8192 or self.texture_padding < 0:
             raise ConfigError(f"export.texture_size must be in 0..8192 (0 = no texture), got {self.texture_size}")
+        if self.normal_map and self.texture_size == 0:
+            raise ConfigError("export.normal_map needs a texture (export.texture_size > 0): it shares the albedo's UVs")
         if self.size < 0 or not 0 <= self.min_part_fraction <= 1:
             raise ConfigError("export.size must be >= 0 and export.min_part_fraction in [0, 1]")
         if self.lods:

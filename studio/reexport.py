@@ -9,7 +9,7 @@ from pathlib import Path
 from .errors import UserError
 from .events import Exporting
 from .export.lods import lod_plan
-from .export.stages import Stages, mesh_plan, numbered, write_stage
+from .export.stages import Stages, mesh_plan, numbered, write_plan, write_stage
 from .rundir import run_lock
 
 
@@ -67,7 +67,7 @@ def export_run_stages(run_dir: Path, fmt: str, out: Path | None = None, resoluti
                       print_height: str | float | None = None,
                       lods: str | None = None) -> Generator[Exporting, None, Path]:
     """`export_run` as a generator: yields an Exporting event as each stage starts, returns the written path.
-    Writing the file is the last stage, so a generator closed at any of its events has written nothing."""
+    The file is written after the mesh stages, so a generator closed at any of those events has written nothing."""
     import dataclasses
 
     from .export import ALL_FORMATS, SCENE_FORMATS
@@ -90,7 +90,7 @@ def export_run_stages(run_dir: Path, fmt: str, out: Path | None = None, resoluti
             raise UserError(f"--out {out}: the file name must end in .{'ply' if fmt == 'splat' else fmt} for --format {fmt}")
         if fmt in SCENE_FORMATS:
             return (yield from numbered(_write_scene_format(run_dir, scene, fmt, out), [write_stage(fmt)]))
-        plan = [*mesh_plan(export_cfg), write_stage(fmt), *lod_plan(levels)]
+        plan = [*mesh_plan(export_cfg), *write_plan([fmt]), *lod_plan(levels)]
         lod_views = (levels, cfg.export.fidelity_views, cfg.export.fidelity_size)
         return (yield from numbered(_write_mesh_format(run_dir, scene, export_cfg, fmt, out, lod_views), plan))
 
@@ -106,21 +106,22 @@ def _write_scene_format(run_dir: Path, scene, fmt: str, out: Path | None) -> Sta
 
 def _write_mesh_format(run_dir: Path, scene, export_cfg, fmt: str, out: Path | None,
                        lod_views: tuple = ([], 0, 0)) -> Stages[Path]:
-    """Stages of preparing the mesh, writing it as `fmt` (then the LODs: lod_views = (face counts, fidelity views,
-    fidelity size)) and recording the re-export."""
+    """Stages of preparing the mesh, writing it as `fmt` (then the printability report for stl / 3mf, then the LODs:
+    lod_views = (face counts, fidelity views, fidelity size)) and recording the re-export."""
     from .export.lods import lod_stages
-    from .export.pipeline import prepare_stages, print_report, write_formats_stages
+    from .export.pipeline import prepare_stages, print_report_stages, write_formats_stages
 
     prepared = yield from prepare_stages(scene, export_cfg)
     if prepared.mesh is None:
         raise UserError("the run's scene has no surface (empty mesh); nothing to export: generate with more --steps")
     path = (yield from write_formats_stages(prepared, scene, [fmt], Path(run_dir), out,
                                             export_cfg.print_height_mm))[fmt]
+    report = yield from print_report_stages(prepared, [fmt], export_cfg.print_height_mm)
     lods = (yield from lod_stages(prepared, scene, export_cfg, lod_views[0], path, *lod_views[1:])) if lod_views[0] else []
     record_reexport(Path(run_dir), {"format": fmt, "path": str(path), "faces": export_cfg.faces,
                                     "texture_size": export_cfg.texture_size, "mesh_resolution": export_cfg.mesh_resolution,
                                     **{k: v for k, v in prepared.stats.items() if k.startswith("export_")},
-                                    **print_report(prepared, [fmt], export_cfg.print_height_mm),
+                                    **report,
                                     **({"lods": lods} if lods else {})})
     return path
 

@@ -29,9 +29,15 @@ class ExportMesh:
     """metallicFactor of the PBR material (export.metallic)."""
     roughness: float = 0.9
     """roughnessFactor of the PBR material (export.roughness)."""
+    normal_texture: np.ndarray | None = None
+    """[T, T, 3] uint8 baked tangent-space normal map, linear (studio/export/normalmap.py), or None."""
+    tangents: np.ndarray | None = None
+    """[V, 4] float32 glTF tangents (unit xyz, w = +-1) of the normal map's frame; set with `normal_texture`."""
 
     def __post_init__(self) -> None:
         V = len(self.vertices)
         assert self.vertices.shape == (V, 3) and self.faces.ndim == 2 and self.faces.shape[1] == 3
         assert self.normals.shape == (V, 3) and self.colors.shape == (V, 3)
         assert self.uvs is None or self.uvs.shape == (V, 2)
+        assert (self.normal_texture is None) == (self.tangents is None)
+        assert self.tangents is None or (self.tangents.shape == (V, 4) and self.uvs is not None)

@@ -1,6 +1,7 @@
 """Levels of detail: a chain of GLBs (asset_lod0.glb, asset_lod1.glb, ...), each simplified from the cleaned
 full-resolution mesh (not from the previous level), unwrapped and baked like the main export, placed with the main
-export's placement (the levels line up), and checked against the scene's renders (silhouette IoU)."""
+export's placement (the levels line up), and checked against the scene's renders (silhouette IoU). With
+export.normal_map each level gets its own normal map baked from the same cleaned mesh."""
 from __future__ import annotations
 
 import time
@@ -56,7 +57,7 @@ def level_mesh(cleaned, faces: int, cfg, place, albedo):
     from .asset import ExportMesh
     from .bake import bake_albedo
     from .clean import orient_outward, vertex_normals
-    from .pipeline import vertex_colors
+    from .pipeline import bake_normals, vertex_colors
     from .simplify import simplify
     from .unwrap import unwrap
 
@@ -64,12 +65,16 @@ def level_mesh(cleaned, faces: int, cfg, place, albedo):
     colors = vertex_colors(mesh, cleaned, albedo)
     normals = vertex_normals(mesh.vertices, mesh.faces)
     verts, tri, keep, uvs, texture = mesh.vertices, mesh.faces, np.arange(len(mesh.vertices)), None, None
+    normal_texture = tangents = None
     if cfg.texture_size > 0:
         keep, tri, uvs = unwrap(mesh.vertices, mesh.faces, cfg.texture_size, cfg.texture_padding)
         verts = mesh.vertices[keep]
         texture = bake_albedo(verts, tri, uvs, cfg.texture_size, cfg.texture_padding, albedo, colors[keep])
+        if cfg.normal_map:  # each level carries the same fine surface's normals
+            normal_texture, tangents = bake_normals(verts, tri, uvs, normals[keep], cleaned, cfg)
     return ExportMesh(place.apply(verts), tri, normals[keep], colors[keep], uvs, texture,
-                      metallic=cfg.metallic, roughness=cfg.roughness), verts
+                      metallic=cfg.metallic, roughness=cfg.roughness, normal_texture=normal_texture,
+                      tangents=tangents), verts
 
 
 def lod_stages(prepared, scene, cfg, lods: list[int], main: Path, views: int, size: int) -> Stages[list[dict]]:

@@ -1,4 +1,4 @@
-"""The export pipeline: scene -> mesh -> clean -> simplify -> unwrap -> bake -> place -> write (+ fidelity).
+"""The export pipeline: scene -> mesh -> clean -> simplify -> unwrap -> bake (+ normals) -> place -> write (+ fidelity).
 
     prepared = prepare(scene, cfg)                 # ExportMesh in metres + the placement, stats
     paths = write_formats(prepared, scene, ["glb", "obj"], run_dir)
@@ -26,7 +26,7 @@ from .bake import bake_albedo
 from .clean import Placement, drop_floaters, orient_outward, placement, vertex_normals
 from .printable import DEFAULT_PRINT_HEIGHT_MM, PRINT_FORMATS, print_solid
 from .simplify import simplify
-from .stages import BAKE, EXTRACT, FIDELITY, SIMPLIFY, UNWRAP, Stages, drive, write_stage
+from .stages import BAKE, EXTRACT, FIDELITY, NORMALS, PRINT_REPORT, SIMPLIFY, UNWRAP, Stages, drive, write_stage
 from .unwrap import unwrap
 
 
@@ -97,7 +97,7 @@ def prepare_stages(scene, cfg, resolution: int | None = None) -> Stages[Prepared
     albedo = albedo_field(scene)
     colors = vertex_colors(mesh, raw, albedo)
     normals = vertex_normals(mesh.vertices, mesh.faces)
-    uvs = texture = None
+    uvs = texture = normal_texture = tangents = None
     verts, faces, keep = mesh.vertices, mesh.faces, np.arange(len(mesh.vertices))
     if cfg.texture_size > 0:
         yield UNWRAP
@@ -108,9 +108,14 @@ def prepare_stages(scene, cfg, resolution: int | None = None) -> Stages[Prepared
         t2 = time.perf_counter()
         texture = bake_albedo(verts, faces, uvs, cfg.texture_size, cfg.texture_padding, albedo, colors[keep])
         stats.update(unwrap_seconds=round(t2 - t1, 3), bake_seconds=round(time.perf_counter() - t2, 3))
+        if cfg.normal_map:
+            yield NORMALS
+            t3 = time.perf_counter()
+            normal_texture, tangents = bake_normals(verts, faces, uvs, normals[keep], cleaned, cfg)
+            stats["normal_map_seconds"] = round(time.perf_counter() - t3, 3)
     place = placement(mesh.vertices, cfg.size)
     out = ExportMesh(place.apply(verts), faces, normals[keep], colors[keep], uvs, texture,
-                     cfg.metallic, cfg.roughness)
+                     cfg.metallic, cfg.roughness, normal_texture, tangents)
     lo, hi = out.vertices.min(0), out.vertices.max(0)
     stats.update(export_vertices=int(len(out.vertices)), export_faces=int(len(out.faces)),
                  export_size_m=[round(float(x), 4) for x in hi - lo], export_scale=round(place.scale, 6))
@@ -119,6 +124,19 @@ def prepare_stages(scene, cfg, resolution: int | None = None) -> Stages[Prepared
         stats.update(fidelity_stats(scene, out, verts, cfg))
     stats["export_seconds"] = round(time.perf_counter() - t0, 3)
     return Prepared(out, place, stats, cleaned)
+
+
+def bake_normals(verts: np.ndarray, faces: np.ndarray, uvs: np.ndarray, normals: np.ndarray, fine: Mesh,
+                 cfg) -> tuple[np.ndarray, np.ndarray]:
+    """(normal map [T, T, 3] uint8, tangents [V, 4]) of the unwrapped mesh (scene-frame `verts [V, 3]`, `faces`,
+    `uvs [V, 2]`, unit `normals [V, 3]`) carrying the normals of `fine` (the cleaned full-resolution mesh), at
+    cfg.texture_size with cfg.texture_padding gutters (studio/export/normalmap.py)."""
+    from .normalmap import bake_normal_map, fine_surface, vertex_tangents
+
+    tangents = vertex_tangents(verts, faces, uvs, normals)
+    image = bake_normal_map(verts, faces, uvs, normals, tangents, fine_surface(fine.vertices, fine.faces),
+                            cfg.texture_size, cfg.texture_padding)
+    return image, tangents
 
 
 def fidelity_stats(scene, out: ExportMesh, verts: np.ndarray, cfg) -> dict:
@@ -182,8 +200,15 @@ def write_formats_stages(prepared: Prepared | None, scene, formats: list[str], r
 def print_report(prepared: Prepared | None, formats: list[str], height_mm: float) -> dict:
     """{"print": the printability report (studio/export/printability.py) of the print solid} when `formats` has a
     print format and there is a mesh, else {}: what metrics.json gets beside the mesh stats."""
+    return drive(print_report_stages(prepared, formats, height_mm))
+
+
+def print_report_stages(prepared: Prepared | None, formats: list[str], height_mm: float) -> Stages[dict]:
+    """`print_report` as stages: yields stages.PRINT_REPORT before building the report (nothing when there is
+    none to build); after `write_formats_stages` in the plans (stages.write_plan)."""
     if prepared is None or prepared.mesh is None or not set(formats) & set(PRINT_FORMATS):
         return {}
+    yield PRINT_REPORT
     from .printability import printability
 
     return {"print": printability(print_solid(prepared.mesh, height_mm))}

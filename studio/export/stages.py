@@ -20,8 +20,10 @@ T = TypeVar("T")
 Stages = Generator[str, None, T]
 """Yields stage names as each starts; returns the step's result."""
 
-EXTRACT, SIMPLIFY, UNWRAP, BAKE, FIDELITY, TURNTABLE = (
-    "extract mesh", "simplify", "unwrap UVs", "bake texture", "fidelity check", "turntable")
+EXTRACT, SIMPLIFY, UNWRAP, BAKE, NORMALS, FIDELITY, TURNTABLE = (
+    "extract mesh", "simplify", "unwrap UVs", "bake texture", "bake normals", "fidelity check", "turntable")
+PRINT_REPORT = "printability report"
+"""After the writes, when an stl or 3mf is among them (pipeline.print_report_stages)."""
 
 
 def write_stage(fmt: str) -> str:
@@ -31,8 +33,16 @@ def write_stage(fmt: str) -> str:
 
 def mesh_plan(cfg) -> list[str]:
     """The stages `prepare_stages` yields for a scene with a surface under ExportConfig `cfg`, in order."""
-    texture = [UNWRAP, BAKE] if cfg.texture_size > 0 else []
+    texture = [UNWRAP, BAKE, *([NORMALS] if cfg.normal_map else [])] if cfg.texture_size > 0 else []
     return [EXTRACT, SIMPLIFY, *texture, *([FIDELITY] if cfg.fidelity_views > 0 else [])]
+
+
+def write_plan(formats: list[str]) -> list[str]:
+    """The stages of writing `formats` in order (`write_formats_stages`), then the printability report when one of
+    them is a print format (`print_report_stages`)."""
+    from .printable import PRINT_FORMATS
+
+    return [*map(write_stage, formats), *([PRINT_REPORT] if set(formats) & set(PRINT_FORMATS) else [])]
 
 
 def drive(stages: Stages[T]) -> T:
