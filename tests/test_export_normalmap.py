@@ -138,3 +138,25 @@ def test_the_plans_list_bake_normals_and_the_printability_report():
     with pytest.raises(ConfigError) as e:
         ExportConfig(normal_map=True, texture_size=0).validate()
     assert len(str(e.value).splitlines()) == 1
+
+
+def test_a_run_with_export_normal_map_bakes_the_main_glb_and_every_lod(tmp_path, capsys):
+    from studio.cli import main
+    from studio.config import build_config
+    from studio.events import Exporting
+    from studio.run import run
+
+    cfg = build_config([{"prompt": "a grey ball", "steps": 1}], [
+        "guidance.model=tiny-random", "camera.resolution=32", "export.mesh_resolution=40", "export.faces=1500",
+        "export.texture_size=64", "export.fidelity_views=0", "export.turntable_frames=0", "log.preview_every=0",
+        "export.formats=['glb']", "export.normal_map=true", "export.lods=[600, 200]",
+        "representation.blob.bias=0.0", "representation.blob.scale=40.0", "representation.blob.radius=0.6"])
+    events = list(run(cfg, tmp_path / "out"))
+    assert NORMALS in [e.stage for e in events if isinstance(e, Exporting)]
+    for name in ("asset.glb", "asset_lod0.glb", "asset_lod1.glb"):
+        doc, _ = glb_json_and_bin((events[-1].run_dir / name).read_bytes())
+        assert "normalTexture" in doc["materials"][0], name
+    code = main(["generate", "a cube", "--out", str(tmp_path / "bad"), "--set", "export.normal_map=true",
+                 "--set", "export.texture_size=0"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "normal_map" in err, err
